@@ -1,0 +1,1 @@
+"""Probe implementations. Each returns an :class:`exporter.outcome.ProbeResult`."""
