@@ -178,8 +178,9 @@ def explain(target: Target, result: ProbeResult) -> str:
 
 
 def schema(argv: Sequence[str]) -> int:
-    argparse.ArgumentParser(prog="vantage-exporter schema",
-                            description="Print the JSON Schema of the config file.").parse_args(argv)
+    parser = argparse.ArgumentParser(prog="vantage-exporter schema",
+                                     description="Print the JSON Schema of the config file.")
+    parser.parse_args(argv)
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
 

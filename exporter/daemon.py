@@ -15,8 +15,10 @@ import hashlib
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -42,7 +44,7 @@ class Options:
     config_path: str | None = None
     host: str | None = None  # None: all interfaces
     port: int = 9469
-    shard: Shard = Shard()
+    shard: Shard = Shard()  # noqa: RUF009 -- frozen, so sharing one default is safe
     watch: bool = False
     lifecycle: bool = False
     shutdown_grace: float = 5.0
@@ -190,8 +192,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[object] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -19,16 +19,15 @@ from the moment a target is configured, so ``rate()`` and ``absent()`` work befo
 from __future__ import annotations
 
 import bisect
+import importlib.metadata
 import math
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import prometheus_client
-import uvloop
 from prometheus_client import openmetrics
-from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.config import Target
@@ -82,13 +81,20 @@ def escape(value: str) -> str:
 
 
 def _num(value: float) -> str:
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return repr(value) if math.isfinite(value) else floatToGoString(value)
+    return repr(value)
+
+
+def _le(bound: float) -> str:
+    """Bucket bounds as prometheus-client writes them ("1.0", "0.005", "+Inf")."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
 class _Histogram:
-    __slots__ = ("counts", "sum", "bounds")
+    __slots__ = ("bounds", "counts", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
@@ -114,8 +120,20 @@ class _Histogram:
 class TargetSeries:
     """The numbers of one target and their rendered text, one chunk per family."""
 
-    __slots__ = ("target", "label", "counts", "started", "skipped", "hists", "last_outcome",
-                 "status", "phases", "cert_expiry", "last_run", "chunks")
+    __slots__ = (
+        "cert_expiry",
+        "chunks",
+        "counts",
+        "hists",
+        "label",
+        "last_outcome",
+        "last_run",
+        "phases",
+        "skipped",
+        "started",
+        "status",
+        "target",
+    )
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -146,7 +164,7 @@ class Metrics:
         self._series: dict[str, TargetSeries] = {}
         self._set_buckets(buckets)
         self.lag = _Histogram(tuple(float(b) for b in LAG_BUCKETS))
-        self._lag_les = (*(floatToGoString(b) for b in LAG_BUCKETS), "+Inf")
+        self._lag_les = (*(_le(b) for b in LAG_BUCKETS), "+Inf")
         self.in_flight = 0
         self.cancelled = 0
         self.reload_ok = 0
@@ -159,11 +177,11 @@ class Metrics:
             prometheus_client.PlatformCollector(registry=self.registry)
         self._build = (f'version="{escape(__version__)}",'
                        f'python="{escape(platform.python_version())}",'
-                       f'uvloop="{escape(uvloop.__version__)}"')
+                       f'uvloop="{escape(importlib.metadata.version("uvloop"))}"')
 
     def _set_buckets(self, buckets: tuple[float, ...]) -> None:
         self.buckets = tuple(float(b) for b in buckets)
-        self._les = (*(floatToGoString(b) for b in self.buckets), "+Inf")
+        self._les = (*(_le(b) for b in self.buckets), "+Inf")
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -172,9 +190,9 @@ class Metrics:
         """Add new targets (series at 0), drop removed ones, refresh changed definitions."""
         if buckets is not None and tuple(float(b) for b in buckets) != self.buckets:
             self._set_buckets(buckets)
-            for s in self._series.values():  # new bucket layout: old histograms cannot carry over
-                s.hists.clear()
-                self._render_result(s)
+            for old in self._series.values():  # new bucket layout: histograms cannot carry over
+                old.hists.clear()
+                self._render_result(old)
         new: dict[str, TargetSeries] = {}
         for t in targets:
             s = self._series.get(t.name)
@@ -266,7 +284,8 @@ class Metrics:
             f'vantage_probe_phase_duration_seconds{{{lab},phase="{p}"}} '
             f"{_num(s.phases.get(p, 0.0))}\n" for p in PHASES)
         c[STATUS] = f"vantage_probe_http_status_code{{{lab}}} {s.status}\n"
-        c[CERT] = f"vantage_probe_tls_cert_expiry_timestamp_seconds{{{lab}}} {_num(s.cert_expiry)}\n"
+        c[CERT] = (f"vantage_probe_tls_cert_expiry_timestamp_seconds{{{lab}}} "
+                   f"{_num(s.cert_expiry)}\n")
         c[LAST_RUN] = f"vantage_probe_last_run_timestamp_seconds{{{lab}}} {_num(s.last_run)}\n"
 
     def render(self, openmetrics_format: bool = False) -> bytes:
@@ -278,11 +297,11 @@ class Metrics:
             parts.extend([s.chunks[i] for s in series])
         parts.append(self._render_globals(openmetrics_format, len(series)))
         body = "".join(parts).encode()
-        if openmetrics_format:
-            rest = openmetrics.exposition.generate_latest(self.registry)  # ends with # EOF
-        else:
-            rest = prometheus_client.generate_latest(self.registry)
-        return body + rest
+        # the process/platform collectors' few lines; OpenMetrics' generator ends with "# EOF"
+        generate: Callable[[prometheus_client.CollectorRegistry], bytes] = (
+            openmetrics.exposition.generate_latest if openmetrics_format
+            else prometheus_client.generate_latest)
+        return body + generate(self.registry)
 
     def _render_globals(self, om: bool, n_targets: int) -> str:
         def gauge(name: str, help_: str, value: float, labels: str = "") -> str:

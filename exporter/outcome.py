@@ -4,7 +4,7 @@ Every probe that starts ends in exactly one leaf::
 
     probe
     +-- success            response received, status accepted, every check passed
-    +-- timeout            the target's deadline passed (in any phase; the phase is kept in `detail`)
+    +-- timeout            the target's deadline passed, in any phase (`detail` names it)
     +-- could not talk HTTP
     |   +-- dns_error      the host name did not resolve
     |   +-- connect_error  no TCP connection (refused, unreachable, reset while connecting)
@@ -61,7 +61,8 @@ EXPLANATIONS: dict[Outcome, str] = {
     Outcome.DNS_ERROR: "the host name could not be resolved",
     Outcome.CONNECT_ERROR: "no TCP connection could be established",
     Outcome.TLS_ERROR: "the TLS handshake or certificate verification failed",
-    Outcome.NETWORK_ERROR: "the connection broke after it was established, or the peer spoke no valid HTTP",
+    Outcome.NETWORK_ERROR:
+        "the connection broke after it was established, or the peer spoke no valid HTTP",
     Outcome.HTTP_ERROR: "the HTTP status is not an accepted one (or redirects went wrong)",
     Outcome.VALIDATION_ERROR: "the response arrived but a check on it failed",
     Outcome.CRASH: "the probe code itself raised an unexpected exception (a bug in the exporter)",

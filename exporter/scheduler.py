@@ -73,8 +73,18 @@ class _CrashLog:
 
 
 class _Slot:
-    __slots__ = ("target", "offset", "timer", "task", "planned", "waiting", "next_wall",
-                 "last_result", "crash_log", "removed")
+    __slots__ = (
+        "crash_log",
+        "last_result",
+        "next_wall",
+        "offset",
+        "planned",
+        "removed",
+        "target",
+        "task",
+        "timer",
+        "waiting",
+    )
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -46,14 +46,14 @@ _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, so
 class _Timing:
     """Timestamps of one probe, filled in by aiohttp trace callbacks and the connector."""
 
-    __slots__ = ("hop_start", "phase", "phases", "mark", "headers_at")
+    __slots__ = ("headers_at", "mark", "peer_certs", "phase", "phases")
 
     def __init__(self, now: float) -> None:
-        self.hop_start = now
         self.mark = now  # start of the phase in progress
-        self.phase = "connect"
+        self.phase = "processing"  # until a connection is being created
         self.phases = dict.fromkeys(("resolve", "connect", "tls", "processing", "transfer"), 0.0)
         self.headers_at = 0.0
+        self.peer_certs: list[bytes] = []  # DER, of the last TLS connection made
 
     def enter(self, phase: str, now: float) -> None:
         """Close the phase in progress (adding its time) and start ``phase``."""
@@ -119,12 +119,12 @@ def _trace_config() -> aiohttp.TraceConfig:
 class _TimingConnector(aiohttp.TCPConnector):
     """Splits TCP connect from the TLS handshake for the ``tls`` phase (see module doc)."""
 
-    async def _wrap_create_connection(  # type: ignore[override]
+    async def _wrap_create_connection(
         self,
         *args: Any,
         addr_infos: list[Any],
         req: aiohttp.ClientRequest,
-        timeout: aiohttp.ClientTimeout,
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's signature
         client_error: type[Exception] = aiohttp.ClientConnectorError,
         **kwargs: Any,
     ) -> tuple[asyncio.Transport, Any]:
@@ -146,7 +146,7 @@ class _TimingConnector(aiohttp.TCPConnector):
             raise client_error(req.connection_key, exc) from exc
         timing.enter("tls", time.perf_counter())
         try:
-            return await self._loop.create_connection(*args, **kwargs, sock=sock)
+            transport, proto = await self._loop.create_connection(*args, **kwargs, sock=sock)
         except cex.cert_errors as exc:
             sock.close()
             raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
@@ -159,6 +159,19 @@ class _TimingConnector(aiohttp.TCPConnector):
         except BaseException:
             sock.close()
             raise
+        timing.peer_certs = _peer_certs(transport.get_extra_info("ssl_object"))
+        return transport, proto
+
+
+def _peer_certs(sslobj: ssl.SSLObject | None) -> list[bytes]:
+    """DER certificates the peer sent: the whole chain on Python >= 3.13, else the leaf."""
+    if sslobj is None:
+        return []
+    chain = getattr(sslobj, "get_unverified_chain", None)
+    if chain is not None:
+        return [c if isinstance(c, bytes) else c.public_bytes() for c in chain() or ()]
+    leaf = sslobj.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
 
 
 class HTTPProber:
@@ -249,7 +262,7 @@ class HTTPProber:
             detail=detail,
             status_code=result.get("status", 0),
             phases=timing.phases,
-            tls_cert_expiry=result.get("cert_expiry", 0.0),
+            tls_cert_expiry=self._cert_expiry(timing.peer_certs),
             final_url=result.get("url", ""),
         )
 
@@ -273,7 +286,6 @@ class HTTPProber:
         ) as resp:
             result["status"] = resp.status
             result["url"] = str(resp.url)
-            result["cert_expiry"] = self._cert_expiry(resp)
             if not h.status_ok(resp.status):
                 result["http_error"] = f"status {resp.status} {resp.reason or ''}".strip() + \
                     " is not in valid_status_codes"
@@ -283,23 +295,8 @@ class HTTPProber:
                 body = await _read_capped(resp, h)
                 _check_body(h, body)
 
-    def _cert_expiry(self, resp: aiohttp.ClientResponse) -> float:
-        conn = resp.connection
-        transport = conn.transport if conn is not None else None
-        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
-        if sslobj is None:
-            return 0.0
-        ders: list[bytes] = []
-        chain = getattr(sslobj, "get_unverified_chain", None)  # Python >= 3.13: whole chain
-        if chain is not None:
-            for cert in chain() or ():
-                ders.append(cert if isinstance(cert, bytes) else cert.public_bytes())
-        else:
-            leaf = sslobj.getpeercert(binary_form=True)
-            if leaf:
-                ders.append(leaf)
-        expiries = [self._expiry(der) for der in ders]
-        return min((e for e in expiries if e), default=0.0)
+    def _cert_expiry(self, ders: list[bytes]) -> float:
+        return min((e for e in map(self._expiry, ders) if e), default=0.0)
 
     def _expiry(self, der: bytes) -> float:
         cached = self._expiry_cache.get(der)
