@@ -603,8 +603,10 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
         doc = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(source, [Problem(mark.line + 1 if mark else 0, "",
-                                           f"invalid YAML: {exc.problem or exc}")]) from None
+        message = f"invalid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
+            message += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise ConfigError(source, [Problem(mark.line + 1 if mark else 0, "", message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, [Problem(0, "", f"invalid YAML: {exc}")]) from None
     except RecursionError:

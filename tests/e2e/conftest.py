@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import ssl
 import sys
@@ -25,6 +26,11 @@ from .stack import (
     free_port,
     prometheus_config,
     wait_until_ready,
+)
+
+# What asyncio and aiohttp log when a shutdown leaves something behind.
+UNCLEAN_SHUTDOWN = re.compile(
+    r"Unclosed (client session|connector)|Task was destroyed but it is pending"
 )
 
 
@@ -101,5 +107,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 processes=tuple(processes),
             )
         finally:
-            for process in reversed(processes):
-                process.stop()
+            exit_codes = {process.name: process.stop() for process in reversed(processes)}
+
+    # DESIGN.md: SIGTERM is a clean shutdown, exit 0, nothing left unclosed or pending.
+    unclean = {name: code for name, code in exit_codes.items() if code != 0}
+    leaks = [p.name for p in processes if UNCLEAN_SHUTDOWN.search(p.log_path.read_text())]
+    if unclean or leaks:
+        logs = "\n".join(p.tail() for p in processes)
+        pytest.fail(f"unclean shutdown: exit codes {unclean}, leaks logged by {leaks}\n{logs}")

@@ -33,7 +33,7 @@ from aiohttp import web
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALERT_RULES = REPO_ROOT / "deploy" / "prometheus" / "vantage-alerts.yml"
-JOB = "vantage-exporter"
+JOB = "vantage-exporter"  # as in deploy/prometheus/, whose alert rules select on it
 
 PROBE_INTERVAL = "1s"
 PROBE_TIMEOUT = "500ms"
@@ -248,18 +248,19 @@ class Stack:
 def exporter_config(directory: Path, targets: LocalTargets, ca_file: Path) -> Path:
     http = f"http://127.0.0.1:{targets.http_port}"
     https = f"https://127.0.0.1:{targets.https_port}"
+    targets_config: list[dict[str, Any]] = [
+        {"name": "ok", "url": f"{http}/ok", "labels": {"team": "e2e"}},
+        {"name": "slow", "url": f"{http}/slow"},
+        {"name": "unavailable", "url": f"{http}/unavailable"},
+        {"name": "refused", "url": f"http://127.0.0.1:{targets.refused_port}/"},
+        {"name": "tls-ok", "url": f"{https}/ok", "http": {"tls": {"ca_file": str(ca_file)}}},
+        {"name": "tls-untrusted", "url": f"{https}/ok"},
+    ]
+    assert {t["name"] for t in targets_config} == set(EXPECTED_OUTCOMES)
     config = {
         "global": {"interval": PROBE_INTERVAL, "timeout": PROBE_TIMEOUT},
-        "targets": [
-            {"name": "ok", "url": f"{http}/ok", "labels": {"team": "e2e"}},
-            {"name": "slow", "url": f"{http}/slow"},
-            {"name": "unavailable", "url": f"{http}/unavailable"},
-            {"name": "refused", "url": f"http://127.0.0.1:{targets.refused_port}/"},
-            {"name": "tls-ok", "url": f"{https}/ok", "http": {"tls": {"ca_file": str(ca_file)}}},
-            {"name": "tls-untrusted", "url": f"{https}/ok"},
-        ],
+        "targets": targets_config,
     }
-    assert {t["name"] for t in config["targets"]} == set(EXPECTED_OUTCOMES)
     path = directory / "vantage.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -129,7 +129,8 @@ async def test_ca_file_makes_tls_succeed_with_phases_and_expiry(
     result, metrics = await run(prober, target)
     assert result.outcome is Outcome.SUCCESS, result
     assert result.status_code == 200
-    assert result.phases["tls"] > 0 and result.phases["connect"] > 0
+    assert result.phases["tls"] > 0
+    assert result.phases["connect"] > 0
     assert result.phases["processing"] > 0
     assert abs(sum(result.phases.values()) - result.duration) < 0.05
     assert result.tls_cert_expiry > 1e9  # a real unix time from the peer certificate
