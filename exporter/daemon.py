@@ -28,7 +28,7 @@ from exporter.demo import add_demo_routes, demo_config
 from exporter.metrics import Metrics
 from exporter.outcome import ProbeResult
 from exporter.probes.http import HTTPProber
-from exporter.scheduler import Scheduler
+from exporter.scheduler import ProbeFn, Scheduler
 from exporter.server import make_app
 from exporter.sharding import Shard
 
@@ -51,7 +51,9 @@ class Options:
 
 
 class Daemon:
-    def __init__(self, options: Options) -> None:
+    """``probe`` replaces the HTTP probe (tests inject failing probes to prove isolation)."""
+
+    def __init__(self, options: Options, probe: ProbeFn | None = None) -> None:
         self.options = options
         self.demo = options.config_path is None
         self.lifecycle_enabled = options.lifecycle
@@ -60,7 +62,7 @@ class Daemon:
         self.metrics.shard = (options.shard.index, options.shard.count)
         self.config: Config | None = None
         self._prober = HTTPProber()
-        self._scheduler = Scheduler(self._prober.probe, self.metrics)
+        self._scheduler = Scheduler(probe or self._prober.probe, self.metrics)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._reload_lock = asyncio.Lock()

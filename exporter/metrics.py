@@ -166,6 +166,7 @@ class Metrics:
         self.lag = _Histogram(tuple(float(b) for b in LAG_BUCKETS))
         self._lag_les = (*(_le(b) for b in LAG_BUCKETS), "+Inf")
         self.in_flight = 0
+        self.tasks = 0  # asyncio tasks alive, set by the server before each render
         self.cancelled = 0
         self.reload_ok = 0
         self.reload_ok_at = 0.0
@@ -318,6 +319,9 @@ class Metrics:
                    "Probes cancelled by shutdown or reload (not an outcome).").header(om),
             f"vantage_probes_cancelled_total {self.cancelled}\n",
             gauge("vantage_targets", "Targets configured in this shard.", n_targets),
+            gauge("vantage_asyncio_tasks",
+                  "Tasks alive on the event loop (bounded by in-flight probes + a constant).",
+                  self.tasks),
             gauge("vantage_config_last_reload_successful",
                   "1 if the last config (re)load succeeded.", self.reload_ok),
             gauge("vantage_config_last_reload_success_timestamp_seconds",

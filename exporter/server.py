@@ -54,6 +54,7 @@ def make_app(host: Host) -> web.Application:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     metrics = request.app[HOST_KEY].metrics
+    metrics.tasks = len(asyncio.all_tasks())
     om = "application/openmetrics-text" in request.headers.get("Accept", "")
     body = metrics.render(openmetrics_format=om)
     headers = {"Content-Type": OPENMETRICS_CONTENT_TYPE if om else TEXT_CONTENT_TYPE}
