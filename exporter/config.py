@@ -46,7 +46,7 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
-        self.problems = sorted(set(problems))
+        self.problems = sorted(dict.fromkeys(problems), key=lambda p: p.line)  # stable
         super().__init__("\n".join(p.render(source) for p in self.problems))
 
 

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,10 +93,13 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> int:
+        asyncio.get_running_loop().set_exception_handler(_exception_handler)
+        self._install_signals()  # early: a SIGHUP's default action would kill us mid-startup
         try:
             config = await self._load()
         except ConfigError as exc:
             log.error("invalid config, not starting:\n%s", exc)
+            self._remove_signals()
             return EXIT_CONFIG
         app = make_app(self)
         if self.demo:
@@ -112,6 +116,7 @@ class Daemon:
             log.error("cannot listen on %s:%s: %s", self.options.host or "",
                       self.options.port, exc.strerror or exc)
             await runner.cleanup()
+            self._remove_signals()
             return EXIT_FAILURE
         self._port = _bound_port(runner, self.options.port)
         if self.demo:
@@ -122,7 +127,6 @@ class Daemon:
         self._prober.start()
         try:
             await self._apply(config)
-            self._install_signals()
             if self.options.watch and not self.demo:
                 self._spawn(self._watch())
             self.ready = True
@@ -187,7 +191,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        if self.ready:
+            self._spawn(self.reload())
+        else:
+            log.warning("SIGHUP during startup or shutdown: not reloading")
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -223,6 +233,27 @@ class Daemon:
             last = now
             log.info("config file %s changed, reloading", path)
             await self.reload()
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Route the loop's unhandled errors to the log, except uvloop's TLS teardown noise.
+
+    When a probe is cancelled (deadline, reload, shutdown) in the middle of a TLS handshake,
+    uvloop's SSLProtocol may still try to write to the closed transport, or leave the failed
+    handshake's future unread, and reports that as "Fatal error on SSL protocol" / "Future
+    exception was never retrieved" (MagicStack/uvloop#471 and related). The probe's outcome is
+    already recorded by then; at debug level these say nothing an operator can act on.
+    """
+    exc = context.get("exception")
+    message = str(context.get("message", ""))
+    teardown = (
+        (message.startswith("Fatal error on SSL") and isinstance(exc, RuntimeError | OSError))
+        or (message.startswith("Future exception was never retrieved")
+            and isinstance(exc, ssl.SSLError | ConnectionError)))
+    if teardown:
+        log.debug("ignored TLS teardown noise from the event loop: %s: %r", message, exc)
+        return
+    loop.default_exception_handler(context)
 
 
 def _fingerprint(path: str) -> tuple[object, ...]:

@@ -55,11 +55,11 @@ class Family:
 
 # Per-target families, in exposition order. Index = position in TargetSeries.chunks.
 PROBES_TOTAL, STARTED, DURATION, SUCCESS, LAST_OUTCOME, PHASE, STATUS, CERT, LAST_RUN, \
-    SKIPPED, INFO = range(11)
+    SKIPPED, CANCELLED, INFO = range(12)
 TARGET_FAMILIES = (
     Family("vantage_probes_total", "counter", "Finished probes by outcome class."),
     Family("vantage_probes_started_total", "counter",
-           "Probes started; minus finished and in-flight and shutdown-cancelled it is 0."),
+           "Probes started: finished (all outcomes) + cancelled + in flight (0 or 1)."),
     Family("vantage_probe_duration_seconds", "histogram", "Wall time of each probe by outcome."),
     Family("vantage_probe_success", "gauge", "1 if the last probe was a success, else 0."),
     Family("vantage_probe_last_outcome", "gauge",
@@ -72,6 +72,8 @@ TARGET_FAMILIES = (
            "Unix time the last probe finished."),
     Family("vantage_probes_skipped_total", "counter",
            "Scheduled runs not started (previous run still going, no free slot, or shutdown)."),
+    Family("vantage_probes_cancelled_total", "counter",
+           "Probes cancelled by shutdown or reload (not an outcome)."),
     Family("vantage_target_info", "gauge", "Configured targets and their labels; always 1."),
 )
 
@@ -121,6 +123,7 @@ class TargetSeries:
     """The numbers of one target and their rendered text, one chunk per family."""
 
     __slots__ = (
+        "cancelled",
         "cert_expiry",
         "chunks",
         "counts",
@@ -141,6 +144,7 @@ class TargetSeries:
         self.counts = [0] * len(OUTCOMES)
         self.started = 0
         self.skipped = 0
+        self.cancelled = 0
         self.hists: dict[int, _Histogram] = {}
         self.last_outcome = -1
         self.status = 0
@@ -167,7 +171,6 @@ class Metrics:
         self._lag_les = (*(_le(b) for b in LAG_BUCKETS), "+Inf")
         self.in_flight = 0
         self.tasks = 0  # asyncio tasks alive, set by the server before each render
-        self.cancelled = 0
         self.reload_ok = 0
         self.reload_ok_at = 0.0
         self.shard: tuple[int, int] = (0, 1)
@@ -242,7 +245,10 @@ class Metrics:
     def probe_cancelled(self, name: str) -> None:
         """A probe cancelled by shutdown or reload: not an outcome, but accounted for."""
         self.in_flight -= 1
-        self.cancelled += 1
+        s = self._series.get(name)
+        if s is not None:
+            s.cancelled += 1
+            s.chunks[CANCELLED] = f"vantage_probes_cancelled_total{{{s.label}}} {s.cancelled}\n"
 
     def probe_skipped(self, name: str) -> None:
         s = self._series.get(name)
@@ -258,6 +264,7 @@ class Metrics:
     def _render_all(self, s: TargetSeries) -> None:
         s.chunks[STARTED] = f"vantage_probes_started_total{{{s.label}}} {s.started}\n"
         s.chunks[SKIPPED] = f"vantage_probes_skipped_total{{{s.label}}} {s.skipped}\n"
+        s.chunks[CANCELLED] = f"vantage_probes_cancelled_total{{{s.label}}} {s.cancelled}\n"
         self._render_result(s)
         self._render_info(s)
 
@@ -315,9 +322,6 @@ class Metrics:
                    "Actual start minus planned start of every probe.").header(om),
             self.lag.lines("vantage_scheduler_lag_seconds", "", self._lag_les),
             gauge("vantage_probes_in_flight", "Probes running now.", self.in_flight),
-            Family("vantage_probes_cancelled_total", "counter",
-                   "Probes cancelled by shutdown or reload (not an outcome).").header(om),
-            f"vantage_probes_cancelled_total {self.cancelled}\n",
             gauge("vantage_targets", "Targets configured in this shard.", n_targets),
             gauge("vantage_asyncio_tasks",
                   "Tasks alive on the event loop (bounded by in-flight probes + a constant).",

@@ -137,7 +137,11 @@ class Scheduler:
         if slot.timer is not None:
             slot.timer.cancel()
         if slot.task is not None:
+            # Accounted as cancelled now, not when the task gets round to it: a changed target
+            # restarts at once, and its old probe must not count as a second one in flight.
             slot.task.cancel()
+            slot.task = None
+            self._observer.probe_cancelled(slot.target.name)
 
     # -- timing -------------------------------------------------------------------------------
 
@@ -196,9 +200,9 @@ class Scheduler:
             async with asyncio.timeout(target.timeout + DEADLINE_SLACK):
                 result = await self._probe(target)
         except asyncio.CancelledError:
-            if slot.task is asyncio.current_task():
+            if not slot.removed:  # a removed slot was accounted for in _drop
                 slot.task = None
-            self._observer.probe_cancelled(target.name)
+                self._observer.probe_cancelled(target.name)
             raise
         except TimeoutError:
             # The probe ignored its own deadline; the supervisor cut it off.
@@ -209,6 +213,8 @@ class Scheduler:
             result = ProbeResult(Outcome.CRASH, loop.time() - start,
                                  f"{type(exc).__name__}: {exc}"[:500])
             self._log_crash(slot, exc)
+        if slot.removed:  # finished in the moment between a reload's cancel and delivery
+            return
         slot.task = None
         previous, slot.last_result = slot.last_result, result
         self._observer.probe_finished(target.name, result)

@@ -29,7 +29,10 @@ def free_port() -> int:
 
 class DaemonProcess:
     def __init__(self, workdir: Path, config: str | None, *flags: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, dev_mode: bool = True) -> None:
+        # -X dev: asyncio debug mode and ResourceWarnings shown (hygiene checks); the soak
+        # test turns it off because its debug allocator and tracebacks distort RSS figures.
+        self.python_flags = ["-X", "dev"] if dev_mode else ["-W", "always::ResourceWarning"]
         self.workdir = workdir
         self.port = free_port()
         self.config_path = workdir / "vantage.yaml" if config is not None else None
@@ -55,7 +58,7 @@ class DaemonProcess:
         await self.close()
 
     async def start(self, wait_ready: bool = True) -> None:
-        args = [sys.executable, "-X", "dev", "-m", "exporter", "--listen",
+        args = [sys.executable, *self.python_flags, "-m", "exporter", "--listen",
                 f"127.0.0.1:{self.port}", "--log-level", "debug"]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]

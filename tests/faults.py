@@ -41,9 +41,11 @@ async def drip(r: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse()
     resp.content_length = 10_000_000
     await resp.prepare(r)
-    while True:
-        await resp.write(b".")
-        await asyncio.sleep(0.1)
+    with contextlib.suppress(ConnectionError):  # the prober's deadline hangs up on us
+        while True:
+            await resp.write(b".")
+            await asyncio.sleep(0.1)
+    return resp
 
 
 async def reset(r: web.Request) -> web.StreamResponse:
@@ -70,6 +72,17 @@ _BOMB = gzip.compress(b"\0" * (64 * 1024 * 1024), 9)  # 64 MiB that gzips to ~64
 
 async def bomb(_r: web.Request) -> web.Response:
     return web.Response(body=_BOMB, headers={"Content-Encoding": "gzip"})
+
+
+async def gzipped(r: web.Request) -> web.Response:
+    resp = web.Response(text=r.query.get("text", "hello world"))
+    resp.enable_compression(web.ContentCoding.gzip)
+    return resp
+
+
+async def corrupt_gzip(_r: web.Request) -> web.Response:
+    return web.Response(body=b"\x1f\x8b\x08\x00this is not gzip at all" * 10,
+                        headers={"Content-Encoding": "gzip"})
 
 
 async def body(r: web.Request) -> web.Response:
@@ -108,6 +121,8 @@ def make_app() -> web.Application:
     app.router.add_get("/big", big)
     app.router.add_get("/bomb", bomb)
     app.router.add_get("/body", body)
+    app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/corrupt-gzip", corrupt_gzip)
     app.router.add_get("/redirect-loop", redirect_loop)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/header", header)

@@ -20,11 +20,13 @@ import asyncio
 import contextvars
 import ssl
 import time
+import zlib
 from typing import Any
 
 import aiohappyeyeballs
 import aiohttp
 from aiohttp import client_exceptions as cex
+from aiohttp.http_exceptions import ContentEncodingError
 from cryptography import x509
 
 from exporter import __version__
@@ -40,6 +42,8 @@ from exporter.outcome import (
 USER_AGENT = f"vantage-exporter/{__version__}"
 _READ_CHUNK = 64 * 1024
 _DEFAULT_TLS = TLSConfig()
+# We decompress ourselves (see _Body), so we only offer what zlib can bound.
+_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
 _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 
@@ -145,20 +149,16 @@ class _TimingConnector(aiohttp.TCPConnector):
         except OSError as exc:
             raise client_error(req.connection_key, exc) from exc
         timing.enter("tls", time.perf_counter())
+        # From here on the loop owns the socket (as in aiohttp's own code): it closes it on
+        # failure, and closing it ourselves would pull the fd from under a TLS handshake.
         try:
             transport, proto = await self._loop.create_connection(*args, **kwargs, sock=sock)
         except cex.cert_errors as exc:
-            sock.close()
             raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
         except cex.ssl_errors as exc:
-            sock.close()
             raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
         except OSError as exc:
-            sock.close()
             raise client_error(req.connection_key, exc) from exc
-        except BaseException:
-            sock.close()
-            raise
         timing.peer_certs = _peer_certs(transport.get_extra_info("ssl_object"))
         return transport, proto
 
@@ -200,13 +200,13 @@ class HTTPProber:
         # No DNS cache, so DNS failures and changes are seen at once.
         self._fresh = aiohttp.ClientSession(
             connector=_TimingConnector(limit=0, force_close=True, use_dns_cache=False),
-            timeout=_NO_TIMEOUT, trace_configs=trace, auto_decompress=True,
-            headers={"User-Agent": USER_AGENT}, cookie_jar=aiohttp.DummyCookieJar())
+            timeout=_NO_TIMEOUT, trace_configs=trace, auto_decompress=False,
+            headers=_HEADERS, cookie_jar=aiohttp.DummyCookieJar())
         self._keepalive = aiohttp.ClientSession(
             connector=_TimingConnector(limit=0, use_dns_cache=True, ttl_dns_cache=10,
                                        keepalive_timeout=60),
-            timeout=_NO_TIMEOUT, trace_configs=trace, auto_decompress=True,
-            headers={"User-Agent": USER_AGENT}, cookie_jar=aiohttp.DummyCookieJar())
+            timeout=_NO_TIMEOUT, trace_configs=trace, auto_decompress=False,
+            headers=_HEADERS, cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
         for session in (self._fresh, self._keepalive):
@@ -321,20 +321,55 @@ def _check_headers(h: HTTPSettings, resp: aiohttp.ClientResponse) -> None:
                     f"header {match.header}: {value[:80]!r} matches {match.regexp.pattern!r}")
 
 
+class _Body:
+    """Collects a body, decompressing gzip/deflate itself with ``max_length`` so that no more
+    than ``max_body_bytes`` (+1) is ever inflated: a zip bomb costs at most the cap in memory.
+    (aiohttp's own decompression inflates whole network chunks, 1000:1 for a bomb.)"""
+
+    def __init__(self, encoding: str, cap: int, keep: bool) -> None:
+        self.cap, self.keep, self.total = cap, keep, 0
+        self.parts: list[bytes] = []
+        encoding = encoding.strip().lower()
+        # wbits 47: zlib or gzip header, detected; -15: raw deflate (some servers send it)
+        self._z = zlib.decompressobj(47) if encoding in ("gzip", "x-gzip", "deflate") else None
+        self._raw_deflate_ok = encoding == "deflate"
+
+    def feed(self, data: bytes) -> None:
+        if self._z is None:
+            self._add(data)
+            return
+        while data:
+            try:
+                out = self._z.decompress(data, self.cap - self.total + 1)
+            except zlib.error as exc:
+                if self._raw_deflate_ok and self.total == 0:
+                    self._raw_deflate_ok = False
+                    self._z = zlib.decompressobj(-15)
+                    continue
+                raise ContentEncodingError(f"cannot decompress the body: {exc}") from exc
+            self._raw_deflate_ok = False
+            self._add(out)
+            data = self._z.unconsumed_tail
+
+    def _add(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.total > self.cap:
+            raise ProbeValidationError(f"body larger than max_body_bytes ({self.cap} bytes)")
+        if self.keep:
+            self.parts.append(data)
+
+
 async def _read_capped(resp: aiohttp.ClientResponse, h: HTTPSettings) -> bytes:
-    """Read the (decompressed) body, stopping as soon as it passes max_body_bytes."""
+    """Read the body, stopping as soon as its decompressed size passes max_body_bytes."""
     keep = bool(h.fail_if_body_matches_regexp or h.fail_if_body_not_matches_regexp)
-    chunks: list[bytes] = []
-    total = 0
-    while chunk := await resp.content.read(_READ_CHUNK):
-        total += len(chunk)
-        if total > h.max_body_bytes:
-            resp.close()  # stop the transfer; the connection is not reused
-            raise ProbeValidationError(
-                f"body larger than max_body_bytes ({h.max_body_bytes} bytes)")
-        if keep:
-            chunks.append(chunk)
-    return b"".join(chunks)
+    body = _Body(resp.headers.get("Content-Encoding", ""), h.max_body_bytes, keep)
+    try:
+        while chunk := await resp.content.read(_READ_CHUNK):
+            body.feed(chunk)
+    except ProbeValidationError:
+        resp.close()  # stop the transfer; the connection is not reused
+        raise
+    return b"".join(body.parts)
 
 
 def _check_body(h: HTTPSettings, body: bytes) -> None:

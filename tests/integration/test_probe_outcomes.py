@@ -188,3 +188,18 @@ async def test_keepalive_target_reuses_connection(faults: FaultServers, prober: 
     assert first.outcome is second.outcome is Outcome.SUCCESS
     assert first.phases["connect"] > 0
     assert second.phases["connect"] == 0  # reused: no connection was created
+
+
+async def test_compressed_bodies_are_decompressed_for_checks(faults: FaultServers,
+                                                             prober: HTTPProber) -> None:
+    # aiohttp's server compresses on request; the body checks see the decompressed text
+    target = make_target(faults.url("/gzip?text=all+systems+nominal"),
+                         fail_if_body_not_matches_regexp=["systems nominal"])
+    result, _ = await run(prober, target)
+    assert result.outcome is Outcome.SUCCESS, result.detail
+
+
+async def test_corrupt_gzip_is_network_error(faults: FaultServers, prober: HTTPProber) -> None:
+    result, _ = await run(prober, make_target(faults.url("/corrupt-gzip")))
+    assert result.outcome is Outcome.NETWORK_ERROR, result
+    assert "decompress" in result.detail
