@@ -39,9 +39,11 @@ def check(text: str) -> None:
     try:
         result = load_config_text(text)
     except ConfigError as exc:
-        assert str(exc)
+        message = str(exc)
+    else:
+        assert isinstance(result, Config)
         return
-    assert isinstance(result, Config)
+    assert message  # a ConfigError always explains itself
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -119,7 +119,7 @@ def test_every_exported_aiohttp_exception_has_a_known_outcome() -> None:
 
 @pytest.mark.parametrize(("exc", "outcome"), [
     (TimeoutError(), Outcome.TIMEOUT),
-    (asyncio.TimeoutError(), Outcome.TIMEOUT),
+    (asyncio.exceptions.TimeoutError(), Outcome.TIMEOUT),  # the asyncio alias
     (ProbeValidationError("body"), Outcome.VALIDATION_ERROR),
     (ConnectionResetError(104, "reset"), Outcome.NETWORK_ERROR),
     (ssl.SSLError("bad record mac"), Outcome.TLS_ERROR),

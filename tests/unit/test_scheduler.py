@@ -6,6 +6,7 @@ Timing tests use short intervals and assert on planned times and counts, never o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 import pytest
@@ -68,7 +69,7 @@ async def test_runs_stay_on_the_absolute_grid_without_drift() -> None:
     for planned in seen:
         k = (planned - off) / 0.1
         assert abs(k - round(k)) < 1e-6, "planned start is off the grid"
-    steps = [round((b - a) / 0.1) for a, b in zip(seen, seen[1:], strict=False)]
+    steps = [round((b - a) / 0.1) for a, b in itertools.pairwise(seen)]
     assert steps == [1] * len(steps), "a run was dropped or doubled"
 
 
