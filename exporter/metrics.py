@@ -3,8 +3,9 @@
 prometheus-client renders about 11 us a line on the event loop: 10,000 targets' worth of these
 series took seconds and stalled every probe. So the per-target series live here as plain numbers,
 and each target keeps its own pre-rendered text for every family, refreshed when that target's
-probe finishes (tens of microseconds, spread over the probes). A scrape only joins those chunks,
-grouped by family, which stays fast at 10,000 targets. prometheus-client still provides the
+probe finishes (tens of microseconds, spread over the probes). A scrape snapshots those chunks
+in one cheap pass and streams them grouped by family, in slices, yielding to the event loop in
+between, so even 10,000 targets' worth never stalls probing. prometheus-client still provides the
 process and platform collectors (a handful of lines) and the text parser used in tests.
 
 Exposition lines look like::
@@ -23,7 +24,7 @@ import importlib.metadata
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import prometheus_client
@@ -151,7 +152,15 @@ class TargetSeries:
         self.phases: dict[str, float] = {}
         self.cert_expiry = 0.0
         self.last_run = 0.0
-        self.chunks = [""] * len(TARGET_FAMILIES)
+        # Replaced, never mutated: a scrape grabs every target's tuple in one synchronous pass
+        # (a consistent snapshot) and then renders it in slices while probes go on.
+        self.chunks: tuple[str, ...] = ("",) * len(TARGET_FAMILIES)
+
+    def update(self, changes: dict[int, str]) -> None:
+        chunks = list(self.chunks)
+        for index, text in changes.items():
+            chunks[index] = text
+        self.chunks = tuple(chunks)
 
 
 class Metrics:
@@ -220,7 +229,7 @@ class Metrics:
         s = self._series.get(name)
         if s is not None:
             s.started += 1
-            s.chunks[STARTED] = f"vantage_probes_started_total{{{s.label}}} {s.started}\n"
+            s.update({STARTED: f"vantage_probes_started_total{{{s.label}}} {s.started}\n"})
         self.in_flight += 1
 
     def probe_finished(self, name: str, result: ProbeResult) -> None:
@@ -248,13 +257,13 @@ class Metrics:
         s = self._series.get(name)
         if s is not None:
             s.cancelled += 1
-            s.chunks[CANCELLED] = f"vantage_probes_cancelled_total{{{s.label}}} {s.cancelled}\n"
+            s.update({CANCELLED: f"vantage_probes_cancelled_total{{{s.label}}} {s.cancelled}\n"})
 
     def probe_skipped(self, name: str) -> None:
         s = self._series.get(name)
         if s is not None:
             s.skipped += 1
-            s.chunks[SKIPPED] = f"vantage_probes_skipped_total{{{s.label}}} {s.skipped}\n"
+            s.update({SKIPPED: f"vantage_probes_skipped_total{{{s.label}}} {s.skipped}\n"})
 
     def observe_lag(self, seconds: float) -> None:
         self.lag.observe(max(0.0, seconds))
@@ -262,54 +271,72 @@ class Metrics:
     # -- rendering ----------------------------------------------------------------------------
 
     def _render_all(self, s: TargetSeries) -> None:
-        s.chunks[STARTED] = f"vantage_probes_started_total{{{s.label}}} {s.started}\n"
-        s.chunks[SKIPPED] = f"vantage_probes_skipped_total{{{s.label}}} {s.skipped}\n"
-        s.chunks[CANCELLED] = f"vantage_probes_cancelled_total{{{s.label}}} {s.cancelled}\n"
+        s.update({
+            STARTED: f"vantage_probes_started_total{{{s.label}}} {s.started}\n",
+            SKIPPED: f"vantage_probes_skipped_total{{{s.label}}} {s.skipped}\n",
+            CANCELLED: f"vantage_probes_cancelled_total{{{s.label}}} {s.cancelled}\n",
+        })
         self._render_result(s)
         self._render_info(s)
 
     def _render_info(self, s: TargetSeries) -> None:
         t = s.target
         extra = "".join(f',{k}="{escape(v)}"' for k, v in t.labels)
-        s.chunks[INFO] = (f'vantage_target_info{{{s.label},url="{escape(t.url)}",'
-                          f'module="{escape(t.module)}"{extra}}} 1\n')
+        s.update({INFO: f'vantage_target_info{{{s.label},url="{escape(t.url)}",'
+                        f'module="{escape(t.module)}"{extra}}} 1\n'})
 
     def _render_result(self, s: TargetSeries) -> None:
         lab = s.label
-        c = s.chunks
-        c[PROBES_TOTAL] = "".join(
-            f'vantage_probes_total{{{lab},outcome="{o.value}"}} {n}\n'
-            for o, n in zip(OUTCOMES, s.counts, strict=True))
-        c[DURATION] = "".join(
-            h.lines("vantage_probe_duration_seconds", f'{lab},outcome="{OUTCOMES[i].value}"',
-                    self._les)
-            for i, h in sorted(s.hists.items()))
-        c[SUCCESS] = f"vantage_probe_success{{{lab}}} {int(s.last_outcome == 0)}\n"
-        c[LAST_OUTCOME] = "".join(
-            f'vantage_probe_last_outcome{{{lab},outcome="{o.value}"}} {int(i == s.last_outcome)}\n'
-            for i, o in enumerate(OUTCOMES))
-        c[PHASE] = "".join(
-            f'vantage_probe_phase_duration_seconds{{{lab},phase="{p}"}} '
-            f"{_num(s.phases.get(p, 0.0))}\n" for p in PHASES)
-        c[STATUS] = f"vantage_probe_http_status_code{{{lab}}} {s.status}\n"
-        c[CERT] = (f"vantage_probe_tls_cert_expiry_timestamp_seconds{{{lab}}} "
-                   f"{_num(s.cert_expiry)}\n")
-        c[LAST_RUN] = f"vantage_probe_last_run_timestamp_seconds{{{lab}}} {_num(s.last_run)}\n"
+        s.update({
+            PROBES_TOTAL: "".join(
+                f'vantage_probes_total{{{lab},outcome="{o.value}"}} {n}\n'
+                for o, n in zip(OUTCOMES, s.counts, strict=True)),
+            DURATION: "".join(
+                h.lines("vantage_probe_duration_seconds", f'{lab},outcome="{OUTCOMES[i].value}"',
+                        self._les)
+                for i, h in sorted(s.hists.items())),
+            SUCCESS: f"vantage_probe_success{{{lab}}} {int(s.last_outcome == 0)}\n",
+            LAST_OUTCOME: "".join(
+                f'vantage_probe_last_outcome{{{lab},outcome="{o.value}"}} '
+                f"{int(i == s.last_outcome)}\n" for i, o in enumerate(OUTCOMES)),
+            PHASE: "".join(
+                f'vantage_probe_phase_duration_seconds{{{lab},phase="{p}"}} '
+                f"{_num(s.phases.get(p, 0.0))}\n" for p in PHASES),
+            STATUS: f"vantage_probe_http_status_code{{{lab}}} {s.status}\n",
+            CERT: f"vantage_probe_tls_cert_expiry_timestamp_seconds{{{lab}}} "
+                  f"{_num(s.cert_expiry)}\n",
+            LAST_RUN: f"vantage_probe_last_run_timestamp_seconds{{{lab}}} {_num(s.last_run)}\n",
+        })
 
     def render(self, openmetrics_format: bool = False) -> bytes:
-        """The whole exposition. Synchronous and cheap: it joins pre-rendered chunks."""
-        series = list(self._series.values())
-        parts: list[str] = []
-        for i, fam in enumerate(TARGET_FAMILIES):
-            parts.append(fam.header(openmetrics_format))
-            parts.extend([s.chunks[i] for s in series])
-        parts.append(self._render_globals(openmetrics_format, len(series)))
-        body = "".join(parts).encode()
+        """The whole exposition at once (tests, small configs); the server streams
+        :meth:`render_parts` instead."""
+        return b"".join(self.render_parts(openmetrics_format))
+
+    def render_parts(self, openmetrics_format: bool = False, slice_size: int = 1000
+                     ) -> Iterator[bytes]:
+        """A consistent snapshot now, rendered lazily in slices of ``slice_size`` targets.
+
+        Taking the snapshot is one pass over references (immutable tuples), so it is
+        consistent across families (e.g. started vs finished counts) however long the
+        rendering takes; the caller can yield to the event loop between parts.
+        """
+        om = openmetrics_format
+        snapshot = [s.chunks for s in self._series.values()]
+        tail = self._render_globals(om, len(snapshot)).encode()
         # the process/platform collectors' few lines; OpenMetrics' generator ends with "# EOF"
         generate: Callable[[prometheus_client.CollectorRegistry], bytes] = (
-            openmetrics.exposition.generate_latest if openmetrics_format
-            else prometheus_client.generate_latest)
-        return body + generate(self.registry)
+            openmetrics.exposition.generate_latest if om else prometheus_client.generate_latest)
+        tail += generate(self.registry)
+
+        def parts() -> Iterator[bytes]:
+            for i, fam in enumerate(TARGET_FAMILIES):
+                yield fam.header(om).encode()
+                for k in range(0, len(snapshot), slice_size):
+                    yield "".join([c[i] for c in snapshot[k:k + slice_size]]).encode()
+            yield tail
+
+        return parts()
 
     def _render_globals(self, om: bool, n_targets: int) -> str:
         def gauge(name: str, help_: str, value: float, labels: str = "") -> str:
