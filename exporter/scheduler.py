@@ -218,6 +218,10 @@ class Scheduler:
         slot.task = None
         previous, slot.last_result = slot.last_result, result
         self._observer.probe_finished(target.name, result)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("probe of %r: %s in %.1f ms%s", target.name, result.outcome.value,
+                      result.duration * 1000, f": {result.detail}" if result.detail else "",
+                      extra={"target": target.name, "outcome": result.outcome.value})
         if previous is None or previous.outcome is not result.outcome:
             _log_transition(target, previous, result)
 

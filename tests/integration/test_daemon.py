@@ -200,3 +200,20 @@ async def test_sigint_stops_cleanly(tmp_path: Path, faults: FaultServers) -> Non
         d.signal(signal.SIGINT)
         assert await d.wait_exit() == 0
     d.assert_clean_log()
+
+
+async def test_json_logs_one_object_per_line(tmp_path: Path, faults: FaultServers) -> None:
+    cfg = (f"targets: [{{name: flaky, url: '{faults.url('/status/503')}', interval: 1s, "
+           "timeout: 500ms}]")
+    async with DaemonProcess(tmp_path, cfg, "--log-format", "json") as d:
+        await d.wait_for("vantage_probes_total", lambda v: v and v >= 1, target="flaky",
+                         outcome="http_error")
+        await asyncio.sleep(0.2)
+    lines = [json.loads(line) for line in d.log().splitlines() if line.strip()]
+    transitions = [x for x in lines if x.get("target") == "flaky" and x["level"] == "warning"]
+    assert len(transitions) == 1  # logged once on the change, not on every probe
+    assert transitions[0]["outcome"] == "http_error"
+    assert "503" in transitions[0]["msg"]
+    per_probe = [x for x in lines if x["level"] == "debug" and x.get("target") == "flaky"]
+    assert per_probe, "per-probe lines exist at debug level"
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -203,3 +204,21 @@ async def test_corrupt_gzip_is_network_error(faults: FaultServers, prober: HTTPP
     result, _ = await run(prober, make_target(faults.url("/corrupt-gzip")))
     assert result.outcome is Outcome.NETWORK_ERROR, result
     assert "decompress" in result.detail
+
+
+async def test_file_descriptors_return_to_baseline(faults: FaultServers,
+                                                   prober: HTTPProber) -> None:
+    import os
+
+    targets = [make_target(faults.url(path), "700ms", **http)
+               for _, path, http, _, _, _ in CASES if "slow" not in path]
+    targets += [make_target(faults.garbage_url), make_target(faults.tls_url("/ok"))]
+    for t in targets:  # warm up: first-use allocations (contexts, resolver) happen here
+        await run(prober, t)
+    await asyncio.sleep(0.2)
+    baseline = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        for t in targets:
+            await run(prober, t)
+    await asyncio.sleep(0.2)  # closed transports release their fds on the next loop turns
+    assert len(os.listdir("/proc/self/fd")) <= baseline
