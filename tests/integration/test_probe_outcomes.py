@@ -181,6 +181,18 @@ async def test_request_options_reach_the_server(faults: FaultServers, prober: HT
     assert result.outcome is Outcome.SUCCESS, result.detail
 
 
+async def test_basic_auth_reaches_the_server(faults: FaultServers, prober: HTTPProber,
+                                             tmp_path: Any) -> None:
+    (tmp_path / "pw").write_text("hunter2\n")
+    doc = {"targets": [{"name": "t", "url": faults.url("/echo"), "http": {
+        "basic_auth": {"username": "alice", "password_file": str(tmp_path / "pw")},
+        # base64("alice:hunter2")
+        "fail_if_body_not_matches_regexp": ["Basic YWxpY2U6aHVudGVyMg=="]}}]}
+    target = load_config_text(yaml.safe_dump(doc)).targets[0]
+    result, _ = await run(prober, target)
+    assert result.outcome is Outcome.SUCCESS, result.detail
+
+
 async def test_keepalive_target_reuses_connection(faults: FaultServers, prober: HTTPProber
                                                   ) -> None:
     target = make_target(faults.url("/ok"), keepalive=True)
