@@ -17,6 +17,7 @@ Phases (seconds, summed over redirect hops except ``transfer``, which is the las
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import ssl
 import time
@@ -274,13 +275,14 @@ class HTTPProber:
         headers = dict(h.headers)
         if h.bearer_token is not None:
             headers["Authorization"] = f"Bearer {h.bearer_token}"
-        auth = aiohttp.BasicAuth(h.basic_auth.username, h.basic_auth.password) \
-            if h.basic_auth else None
+        if h.basic_auth is not None:
+            creds = f"{h.basic_auth.username}:{h.basic_auth.password}".encode()
+            headers["Authorization"] = f"Basic {base64.b64encode(creds).decode()}"
         # Default settings: aiohttp's own verified context (errors then read "ssl:default").
         ssl_ctx: ssl.SSLContext | bool = True if h.tls == _DEFAULT_TLS else \
             await self._context(h.tls)
         async with session.request(
-            h.method, target.url, headers=headers, data=h.body, auth=auth,
+            h.method, target.url, headers=headers, data=h.body,
             allow_redirects=h.follow_redirects, max_redirects=h.max_redirects,
             ssl=ssl_ctx, server_hostname=h.tls.server_name, trace_request_ctx=timing,
         ) as resp:
