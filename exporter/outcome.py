@@ -129,6 +129,9 @@ def classify(exc: BaseException) -> Outcome:
         if any(isinstance(e, hex_.HttpProcessingError) for e in _chain(exc)):
             return Outcome.NETWORK_ERROR
         return Outcome.HTTP_ERROR
+    # An SSL error anywhere in the chain (e.g. a bad record after the handshake) is TLS.
+    if any(isinstance(e, ssl.SSLError) for e in _chain(exc)):
+        return Outcome.TLS_ERROR
     if isinstance(
         exc,
         aiohttp.ClientConnectionError

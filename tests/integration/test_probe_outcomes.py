@@ -234,3 +234,43 @@ async def test_file_descriptors_return_to_baseline(faults: FaultServers,
             await run(prober, t)
     await asyncio.sleep(0.2)  # closed transports release their fds on the next loop turns
     assert len(os.listdir("/proc/self/fd")) <= baseline
+
+
+async def test_client_certificate_mtls(tmp_path: Any, prober: HTTPProber) -> None:
+    """cert_file/key_file present a client certificate; without one, a server that requires
+    it hangs up right after the (TLS 1.3) handshake: network_error, as the README says."""
+    import ssl
+
+    import trustme
+    from aiohttp import web
+
+    ca = trustme.CA()
+    server_cert, client_cert = ca.issue_cert("localhost"), ca.issue_cert("client.example")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+    client_cert.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(ctx)
+    ca.configure_trust(ctx)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+
+    async def hello(_r: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+    url = f"https://localhost:{runner.addresses[0][1]}/"
+    try:
+        with_cert = make_target(url, tls={"ca_file": str(tmp_path / "ca.pem"),
+                                          "cert_file": str(tmp_path / "client.crt"),
+                                          "key_file": str(tmp_path / "client.key")})
+        result, _ = await run(prober, with_cert)
+        assert result.outcome is Outcome.SUCCESS, result
+        without = make_target(url, tls={"ca_file": str(tmp_path / "ca.pem")})
+        result, _ = await run(prober, without)
+        assert result.outcome in (Outcome.NETWORK_ERROR, Outcome.TLS_ERROR), result
+    finally:
+        await runner.cleanup()

@@ -163,3 +163,9 @@ def test_describe_names_type_and_causes() -> None:
     text = describe(exc)
     assert text.startswith("ClientResponseError: 400")
     assert "BadStatusLine" in text
+
+
+def test_ssl_error_anywhere_in_the_chain_is_tls() -> None:
+    exc = aiohttp.ClientOSError(5, "read failed")
+    exc.__cause__ = ssl.SSLError(1, "bad record mac")
+    assert classify(exc) is Outcome.TLS_ERROR
