@@ -24,3 +24,19 @@ def target_yaml(name: str, url: str, **extra: object) -> str:
     import yaml
 
     return yaml.safe_dump({"targets": [{"name": name, "url": url, **extra}]})
+
+
+def exported_sample_names() -> frozenset[str]:
+    """Every sample name the exporter emits (a target after one probe of each outcome, plus
+    the process collectors): what dashboards and alert rules may refer to."""
+    from exporter.config import load_config_text
+    from exporter.outcome import OUTCOMES, ProbeResult
+
+    metrics = Metrics()
+    (target,) = load_config_text("targets: [{name: t, url: 'http://127.0.0.1/'}]").targets
+    metrics.set_targets([target])
+    for outcome in OUTCOMES:
+        metrics.probe_started("t")
+        metrics.probe_finished("t", ProbeResult(outcome, 0.1))
+    metrics.observe_lag(0.001)
+    return frozenset(name for name, _ in samples(metrics.render().decode()))
