@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -182,6 +183,7 @@ class Daemon:
         self._scheduler.apply(targets, config.max_concurrency)
         self.config = config
         self.metrics.config_reloaded(True)
+        _freeze_long_lived()
         log.info("config loaded from %s: %d targets (%d in this shard)", config.source,
                  len(config.targets), len(targets))
 
@@ -233,6 +235,20 @@ class Daemon:
             last = now
             log.info("config file %s changed, reloading", path)
             await self.reload()
+
+
+def _freeze_long_lived() -> None:
+    """Keep the config, the series and the imported modules out of the cyclic GC's way.
+
+    A full collection walks every tracked object: with 10,000 targets that is ~150,000 objects,
+    ~90 ms with the event loop stopped, whenever results age into the oldest generation.
+    Frozen objects are never walked again (reference counting still frees them; config and
+    series objects hold no cycles). Collect first so that today's garbage (a replaced config's
+    cycles) is not frozen forever: one full collection per (re)load, off the probe path.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
