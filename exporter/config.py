@@ -207,9 +207,6 @@ class Config:
     targets: tuple[Target, ...] = ()
     source: str = field(default="<none>", compare=False)
 
-    def with_targets(self, targets: tuple[Target, ...]) -> Config:
-        return replace(self, targets=targets)
-
 
 BUILTIN_MODULES: dict[str, Module] = {"http_2xx": Module("http_2xx", "http", HTTPSettings())}
 

@@ -32,7 +32,7 @@ from prometheus_client import openmetrics
 
 from exporter import __version__
 from exporter.config import Target
-from exporter.outcome import OUTCOMES, PHASES, Outcome, ProbeResult
+from exporter.outcome import OUTCOMES, PHASES, ProbeResult
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _OUTCOME_INDEX = {o: i for i, o in enumerate(OUTCOMES)}
@@ -369,7 +369,3 @@ class Metrics:
 
     def series(self, name: str) -> TargetSeries | None:
         return self._series.get(name)
-
-    def last_outcome(self, name: str) -> Outcome | None:
-        s = self._series.get(name)
-        return OUTCOMES[s.last_outcome] if s is not None and s.last_outcome >= 0 else None

@@ -51,13 +51,12 @@ _NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, so
 class _Timing:
     """Timestamps of one probe, filled in by aiohttp trace callbacks and the connector."""
 
-    __slots__ = ("headers_at", "mark", "peer_certs", "phase", "phases")
+    __slots__ = ("mark", "peer_certs", "phase", "phases")
 
     def __init__(self, now: float) -> None:
         self.mark = now  # start of the phase in progress
         self.phase = "processing"  # until a connection is being created
         self.phases = dict.fromkeys(("resolve", "connect", "tls", "processing", "transfer"), 0.0)
-        self.headers_at = 0.0
         self.peer_certs: list[bytes] = []  # DER, of the last TLS connection made
 
     def enter(self, phase: str, now: float) -> None:
@@ -104,9 +103,7 @@ async def _on_request_start(_s: Any, ctx: Any, _p: Any) -> None:
 
 async def _on_headers(_s: Any, ctx: Any, _p: Any) -> None:
     if t := _timing(ctx):
-        now = time.perf_counter()
-        t.enter("transfer", now)
-        t.headers_at = now
+        t.enter("transfer", time.perf_counter())
 
 
 def _trace_config() -> aiohttp.TraceConfig:
