@@ -16,8 +16,22 @@ Every probe that starts ends in exactly one leaf::
     +-- crash              the probe code itself raised (a bug): isolated, counted, logged
 
 :func:`classify` decides by exception *type* and *cause chain*, most specific first, never by
-message text. aiohttp's exceptions inherit builtins too (a connect timeout is both a
-``ClientConnectorError`` and a ``TimeoutError``), so the order of the checks below is the design.
+message text. The probe (``exporter.probes``) speaks HTTP/1.1 itself and raises one
+:class:`ProbeError` subclass per leaf at the point where it knows the phase (a refused connect is
+:class:`ConnectFailure`, an error during the handshake :class:`TLSFailure`, anything once
+connected :class:`NetworkFailure`), so classification is mostly the type of what it raised.
+Builtins that still reach :func:`classify` are mapped by type: ``TimeoutError`` first (a
+deadline is always a timeout), then ``socket.gaierror``, SSL errors anywhere in the cause
+chain, other ``OSError``. Exception tree::
+
+    Exception
+    +-- ProbeError             (abstract: crash if raised bare)
+        +-- DNSFailure         dns_error
+        +-- ConnectFailure     connect_error
+        +-- TLSFailure         tls_error
+        +-- NetworkFailure     network_error
+        +-- HTTPFailure        http_error
+        +-- ProbeValidationError  validation_error
 """
 
 from __future__ import annotations
@@ -27,10 +41,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-import aiohttp
-from aiohttp import client_exceptions as cex
-from aiohttp import http_exceptions as hex_
+from typing import ClassVar
 
 
 class Outcome(enum.Enum):
@@ -69,8 +80,43 @@ EXPLANATIONS: dict[Outcome, str] = {
 }
 
 
-class ProbeValidationError(Exception):
-    """A check on a received response failed (raised and caught inside the probe only)."""
+class ProbeError(Exception):
+    """A probe ended in a known, named way. Raised inside the probe only; ``outcome`` is the
+    leaf. The probe code translates every transport error into one of these where it happens
+    (it knows the phase), so :func:`classify` needs no guessing for them."""
+
+    outcome: ClassVar[Outcome] = Outcome.CRASH  # the abstract base says nothing
+
+
+class DNSFailure(ProbeError):
+    outcome = Outcome.DNS_ERROR
+
+
+class ConnectFailure(ProbeError):
+    outcome = Outcome.CONNECT_ERROR
+
+
+class TLSFailure(ProbeError):
+    outcome = Outcome.TLS_ERROR
+
+
+class NetworkFailure(ProbeError):
+    """The connection broke after it was made, or the peer spoke no valid HTTP."""
+
+    outcome = Outcome.NETWORK_ERROR
+
+
+class HTTPFailure(ProbeError):
+    """A valid answer we do not accept: status, too many redirects, a redirect we cannot
+    follow."""
+
+    outcome = Outcome.HTTP_ERROR
+
+
+class ProbeValidationError(ProbeError):
+    """A check on a received response failed."""
+
+    outcome = Outcome.VALIDATION_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,56 +151,27 @@ def classify(exc: BaseException) -> Outcome:
 
     >>> classify(TimeoutError())
     <Outcome.TIMEOUT: 'timeout'>
+    >>> classify(ConnectFailure("connection refused"))
+    <Outcome.CONNECT_ERROR: 'connect_error'>
 
     ``CancelledError`` is not an outcome: callers must re-raise it before calling this.
     """
-    # A deadline is always a timeout, whatever phase it hit (covers asyncio.timeout's bare
-    # TimeoutError and aiohttp's ServerTimeoutError/ConnectionTimeoutError/SocketTimeoutError).
+    # A deadline is always a timeout, whatever phase it hit.
     if isinstance(exc, TimeoutError):
         return Outcome.TIMEOUT
-    if isinstance(exc, ProbeValidationError):
-        return Outcome.VALIDATION_ERROR
-    # Redirect problems are about the answer we got, not about the transport.
-    if isinstance(exc, aiohttp.TooManyRedirects | cex.RedirectClientError):
-        return Outcome.HTTP_ERROR
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, ProbeError):
+        return exc.outcome
+    # What follows did not pass through the probe's own translation (a transport error that
+    # surfaced outside a phase it wraps): decide by type, most specific first.
+    if isinstance(exc, socket.gaierror):
         return Outcome.DNS_ERROR
-    # TLS before connect: ClientConnectorSSLError/CertificateError are ClientConnectorErrors too.
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):
-        return Outcome.TLS_ERROR
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _classify_connector_error(exc)
-    # A malformed answer arrives as ClientResponseError(400) caused by BadStatusLine & co.
-    if isinstance(exc, aiohttp.ClientResponseError):
-        if any(isinstance(e, hex_.HttpProcessingError) for e in _chain(exc)):
-            return Outcome.NETWORK_ERROR
-        return Outcome.HTTP_ERROR
     # An SSL error anywhere in the chain (e.g. a bad record after the handshake) is TLS.
-    if any(isinstance(e, ssl.SSLError) for e in _chain(exc)):
+    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in _chain(exc)):
         return Outcome.TLS_ERROR
-    if isinstance(
-        exc,
-        aiohttp.ClientConnectionError
-        | aiohttp.ClientPayloadError
-        | hex_.HttpProcessingError
-        | ConnectionError
-        | EOFError,
-    ):
-        return Outcome.NETWORK_ERROR
-    if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+    # Any other OS-level error once connected: the connection broke.
+    if isinstance(exc, OSError | EOFError):
         return Outcome.NETWORK_ERROR
     return Outcome.CRASH
-
-
-def _classify_connector_error(exc: aiohttp.ClientConnectorError) -> Outcome:
-    for e in _chain(exc):
-        if isinstance(e, TimeoutError):
-            return Outcome.TIMEOUT
-        if isinstance(e, ssl.SSLError):
-            return Outcome.TLS_ERROR
-        if isinstance(e, socket.gaierror):
-            return Outcome.DNS_ERROR
-    return Outcome.CONNECT_ERROR
 
 
 def describe(exc: BaseException) -> str:
@@ -174,9 +191,15 @@ __all__ = [
     "EXPLANATIONS",
     "OUTCOMES",
     "PHASES",
+    "ConnectFailure",
+    "DNSFailure",
+    "HTTPFailure",
+    "NetworkFailure",
     "Outcome",
+    "ProbeError",
     "ProbeResult",
     "ProbeValidationError",
+    "TLSFailure",
     "classify",
     "describe",
 ]

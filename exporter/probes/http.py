@@ -3,186 +3,170 @@
 Probe failures are data: network, TLS and HTTP problems come back as a result with an outcome.
 Only a bug in this code escapes (and the scheduler turns it into outcome ``crash``).
 
-Phases (seconds, summed over redirect hops except ``transfer``, which is the last hop's):
+The request goes out over a bare asyncio connection (``exporter.probes.wire``, HTTP/1.1 parsed
+by llhttp), not aiohttp's ``ClientSession``: at a fifth of the CPU per probe (see ``wire``'s
+docstring and ``bench/probe_cost.py``). Each phase is then timed where it happens, no trace
+hooks needed:
 
-- ``resolve``: DNS lookup (0 for IP literals and reused connections)
-- ``connect``: TCP handshake
-- ``tls``: TLS handshake. aiohttp has no trace hook for it, so :class:`_TimingConnector`
-  (a ``TCPConnector`` subclass) connects the socket itself, notes the time, then lets the loop
-  run the handshake over that socket: tls = connection ready - TCP connected.
-- ``processing``: request sent until response headers received (server think time)
-- ``transfer``: response headers until the body is read (or the cap is reached)
+- ``resolve``: DNS lookup (``loop.getaddrinfo``, no cache; 0 for IP literals and reused
+  connections)
+- ``connect``: TCP handshake (until the loop reports the connection made)
+- ``tls``: TLS handshake: the socket is connected first, then handed to the loop for the
+  handshake, so tls = connection ready - TCP connected (measured, not derived)
+- ``processing``: request sent until the response head is parsed (server think time)
+- ``transfer``: response head until the body is read (or the cap is reached)
+
+All but ``transfer`` are summed over redirect hops; ``transfer`` is the last hop's.
+Addresses from DNS are tried in order until one connects (no happy eyeballs: a prober should
+see the first address fail, not hide it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
+import ipaddress
+import socket
 import ssl
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
-import aiohappyeyeballs
-import aiohttp
-from aiohttp import client_exceptions as cex
-from aiohttp.http_exceptions import ContentEncodingError
 from cryptography import x509
+from yarl import URL
 
 from exporter import __version__
 from exporter.config import HTTPSettings, Target, TLSConfig, format_duration
 from exporter.outcome import (
+    ConnectFailure,
+    DNSFailure,
+    HTTPFailure,
+    NetworkFailure,
     Outcome,
+    ProbeError,
     ProbeResult,
     ProbeValidationError,
+    TLSFailure,
     classify,
     describe,
 )
+from exporter.probes.wire import Exchange
 
 USER_AGENT = f"vantage-exporter/{__version__}"
-_READ_CHUNK = 64 * 1024
-_DEFAULT_TLS = TLSConfig()
-# We decompress ourselves (see _Body), so we only offer what zlib can bound.
-_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
-_NO_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
+#: A kept-alive connection idle longer than this is closed rather than reused (servers
+#: commonly drop idle connections after 60 s or more).
+KEEPALIVE_IDLE = 30.0
+_MAX_IDLE_PER_ORIGIN = 4
+_perf: Callable[[], float] = time.perf_counter
 
 
 class _Timing:
-    """Timestamps of one probe, filled in by aiohttp trace callbacks and the connector."""
+    """Phase durations of one probe: each ``enter`` closes the phase in progress."""
 
     __slots__ = ("mark", "peer_certs", "phase", "phases")
 
     def __init__(self, now: float) -> None:
         self.mark = now  # start of the phase in progress
-        self.phase = "processing"  # until a connection is being created
+        self.phase = "processing"  # until a connection is being made (as on a reused one)
         self.phases = dict.fromkeys(("resolve", "connect", "tls", "processing", "transfer"), 0.0)
         self.peer_certs: list[bytes] = []  # DER, of the last TLS connection made
 
     def enter(self, phase: str, now: float) -> None:
-        """Close the phase in progress (adding its time) and start ``phase``."""
         self.phases[self.phase] += now - self.mark
         self.phase, self.mark = phase, now
 
 
-_CURRENT: contextvars.ContextVar[_Timing | None] = contextvars.ContextVar("vantage_timing",
-                                                                        default=None)
+class _Plan:
+    """What a request to one URL looks like, worked out once per target (not per probe)."""
 
+    __slots__ = ("head_only", "host", "https", "ip_family", "method", "origin", "port",
+                 "request", "server_hostname", "url")
 
-def _timing(ctx: Any) -> _Timing | None:
-    t = getattr(ctx, "trace_request_ctx", None)
-    return t if isinstance(t, _Timing) else None
-
-
-async def _on_dns_start(_s: Any, ctx: Any, _p: Any) -> None:
-    if t := _timing(ctx):
-        t.enter("resolve", time.perf_counter())
-
-
-async def _on_dns_end(_s: Any, ctx: Any, _p: Any) -> None:
-    if t := _timing(ctx):
-        t.enter("connect", time.perf_counter())
-
-
-async def _on_conn_start(_s: Any, ctx: Any, _p: Any) -> None:
-    if t := _timing(ctx):
-        t.enter("connect", time.perf_counter())
-
-
-async def _on_conn_end(_s: Any, ctx: Any, _p: Any) -> None:
-    if t := _timing(ctx):
-        t.enter("processing", time.perf_counter())
-
-
-async def _on_request_start(_s: Any, ctx: Any, _p: Any) -> None:
-    if t := _timing(ctx):
-        # A redirect hop (or a reused connection) starts here; until a connection is being
-        # created the time counts as processing (request on an existing connection).
-        t.enter("processing", time.perf_counter())
-
-
-async def _on_headers(_s: Any, ctx: Any, _p: Any) -> None:
-    if t := _timing(ctx):
-        t.enter("transfer", time.perf_counter())
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    tc = aiohttp.TraceConfig()
-    tc.on_request_start.append(_on_request_start)
-    tc.on_dns_resolvehost_start.append(_on_dns_start)
-    tc.on_dns_resolvehost_end.append(_on_dns_end)
-    tc.on_connection_create_start.append(_on_conn_start)
-    tc.on_connection_create_end.append(_on_conn_end)
-    tc.on_request_redirect.append(_on_headers)
-    tc.on_request_end.append(_on_headers)
-    return tc
-
-
-class _TimingConnector(aiohttp.TCPConnector):
-    """Splits TCP connect from the TLS handshake for the ``tls`` phase (see module doc)."""
-
-    async def _wrap_create_connection(
-        self,
-        *args: Any,
-        addr_infos: list[Any],
-        req: aiohttp.ClientRequest,
-        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's signature
-        client_error: type[Exception] = aiohttp.ClientConnectorError,
-        **kwargs: Any,
-    ) -> tuple[asyncio.Transport, Any]:
-        timing = _CURRENT.get()
-        if timing is None or not kwargs.get("ssl"):
-            return await super()._wrap_create_connection(
-                *args, addr_infos=addr_infos, req=req, timeout=timeout,
-                client_error=client_error, **kwargs)
+    def __init__(self, url: URL, h: HTTPSettings, method: str, body: str | None,
+                 send_auth: bool = True) -> None:
+        if url.scheme not in ("http", "https") or not url.raw_host:
+            raise HTTPFailure(f"cannot probe {str(url)[:200]!r}: not an http(s) URL with a host")
+        self.url = url
+        self.method = method
+        self.https = url.scheme == "https"
+        self.host = url.raw_host  # IDNA-encoded, IPv6 without brackets
+        self.port = url.port or (443 if self.https else 80)
         try:
-            sock = await aiohappyeyeballs.start_connection(
-                addr_infos=addr_infos,
-                local_addr_infos=self._local_addr_infos,
-                happy_eyeballs_delay=self._happy_eyeballs_delay,
-                interleave=self._interleave,
-                loop=self._loop,
-                socket_factory=self._socket_factory,
-            )
-        except OSError as exc:
-            raise client_error(req.connection_key, exc) from exc
-        timing.enter("tls", time.perf_counter())
-        # From here on the loop owns the socket (as in aiohttp's own code): it closes it on
-        # failure, and closing it ourselves would pull the fd from under a TLS handshake.
-        try:
-            transport, proto = await self._loop.create_connection(*args, **kwargs, sock=sock)
-        except cex.cert_errors as exc:
-            raise aiohttp.ClientConnectorCertificateError(req.connection_key, exc) from exc
-        except cex.ssl_errors as exc:
-            raise aiohttp.ClientConnectorSSLError(req.connection_key, exc) from exc
-        except OSError as exc:
-            raise client_error(req.connection_key, exc) from exc
-        timing.peer_certs = _peer_certs(transport.get_extra_info("ssl_object"))
-        return transport, proto
+            self.ip_family: int = (socket.AF_INET6 if ipaddress.ip_address(self.host).version
+                                   == 6 else socket.AF_INET)
+        except ValueError:
+            self.ip_family = 0  # a name: resolved on every new connection
+        self.server_hostname = h.tls.server_name or self.host
+        self.head_only = method == "HEAD"
+        self.origin = (self.https, self.host, self.port, h.tls)
+        self.request = _request_bytes(url, h, method, body, host=self.host,
+                                      send_auth=send_auth)
 
 
-def _peer_certs(sslobj: ssl.SSLObject | None) -> list[bytes]:
-    """DER certificates the peer sent: the whole chain on Python >= 3.13, else the leaf."""
-    if sslobj is None:
-        return []
-    chain = getattr(sslobj, "get_unverified_chain", None)
-    if chain is not None:
-        return [c if isinstance(c, bytes) else c.public_bytes() for c in chain() or ()]
-    leaf = sslobj.getpeercert(binary_form=True)
-    return [leaf] if leaf else []
+def _request_bytes(url: URL, h: HTTPSettings, method: str, body: str | None, *, host: str,
+                   send_auth: bool) -> bytes:
+    host_header = f"[{host}]" if ":" in host else host
+    if not url.is_default_port():
+        host_header += f":{url.port}"
+    fields = {
+        "host": ("Host", host_header),
+        "user-agent": ("User-Agent", USER_AGENT),
+        "accept": ("Accept", "*/*"),
+        # decompressed by _Body, bounded by max_body_bytes: only what zlib can bound
+        "accept-encoding": ("Accept-Encoding", "gzip, deflate"),
+        "connection": ("Connection", "keep-alive" if h.keepalive else "close"),
+    }
+    auth = None
+    if h.bearer_token is not None:
+        auth = f"Bearer {h.bearer_token}"
+    elif h.basic_auth is not None:
+        auth = _basic(h.basic_auth.username, h.basic_auth.password)
+    elif url.raw_user is not None:
+        auth = _basic(url.user or "", url.password or "")
+    if auth is not None and send_auth:
+        fields["authorization"] = ("Authorization", auth)
+    for name, value in h.headers:  # configured headers win, Host included (virtual hosts)
+        if name.lower() == "authorization" and not send_auth:
+            continue
+        fields[name.lower()] = (name, value)
+    data = b"" if body is None else body.encode()
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        fields["content-length"] = ("Content-Length", str(len(data)))
+    lines = [f"{method} {url.raw_path_qs or '/'} HTTP/1.1\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in fields.values()]
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1", errors="replace") + data
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class _Hop:
+    """The outcome of one request/response on the way to the final answer."""
+
+    __slots__ = ("exchange", "plan", "transport")
+
+    def __init__(self, plan: _Plan) -> None:
+        self.plan = plan
+        self.exchange: Exchange | None = None
+        self.transport: asyncio.Transport | None = None
 
 
 class HTTPProber:
-    """Owns the HTTP client sessions; ``await probe(target)`` runs one probe.
+    """Owns TLS contexts and kept-alive connections; ``await probe(target)`` runs one probe.
 
-    Use as ``async with HTTPProber() as prober:`` so sessions are always closed.
+    Use as ``async with HTTPProber() as prober:`` so idle connections are always closed.
     """
 
     def __init__(self) -> None:
-        self._fresh: aiohttp.ClientSession | None = None
-        self._keepalive: aiohttp.ClientSession | None = None
         self._contexts: dict[TLSConfig, ssl.SSLContext] = {}
         self._expiry_cache: dict[bytes, float] = {}
+        self._plans: dict[int, tuple[Target, _Plan]] = {}
+        self._idle: dict[tuple[object, ...], list[tuple[asyncio.Transport, float]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> HTTPProber:
         self.start()
@@ -192,32 +176,24 @@ class HTTPProber:
         await self.close()
 
     def start(self) -> None:
-        trace = [_trace_config()]
-        # Fresh connection per probe: measures connect/TLS every time. limit=0 because our own
-        # semaphore bounds concurrency: a pool queue would count as connect time (DESIGN traps).
-        # No DNS cache, so DNS failures and changes are seen at once.
-        self._fresh = aiohttp.ClientSession(
-            connector=_TimingConnector(limit=0, force_close=True, use_dns_cache=False),
-            timeout=_NO_TIMEOUT, trace_configs=trace, auto_decompress=False,
-            headers=_HEADERS, cookie_jar=aiohttp.DummyCookieJar())
-        self._keepalive = aiohttp.ClientSession(
-            connector=_TimingConnector(limit=0, use_dns_cache=True, ttl_dns_cache=10,
-                                       keepalive_timeout=60),
-            timeout=_NO_TIMEOUT, trace_configs=trace, auto_decompress=False,
-            headers=_HEADERS, cookie_jar=aiohttp.DummyCookieJar())
+        self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
-        for session in (self._fresh, self._keepalive):
-            if session is not None:
-                await session.close()
-        self._fresh = self._keepalive = None
+        for conns in self._idle.values():
+            for transport, _ in conns:
+                transport.close()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let the transports' connection_lost run before the loop ends
 
     async def prepare(self, targets: tuple[Target, ...]) -> None:
-        """Build the TLS contexts the targets need, in a thread (they read files)."""
+        """Build the TLS contexts the targets need (in a thread: they read files) and forget
+        the request plans of targets that are gone."""
         missing = {t.http.tls for t in targets} - self._contexts.keys()
         if missing:
             built = await asyncio.to_thread(lambda: {tls: tls.ssl_context() for tls in missing})
             self._contexts.update(built)
+        keep = {id(t) for t in targets}
+        self._plans = {k: v for k, v in self._plans.items() if k in keep}
 
     async def _context(self, tls: TLSConfig) -> ssl.SSLContext:
         ctx = self._contexts.get(tls)
@@ -225,74 +201,219 @@ class HTTPProber:
             ctx = self._contexts[tls] = await asyncio.to_thread(tls.ssl_context)
         return ctx
 
+    def _plan(self, target: Target) -> _Plan:
+        # Keyed by identity: hashing a frozen Target would walk all its fields on every probe.
+        entry = self._plans.get(id(target))
+        if entry is None or entry[0] is not target:
+            h = target.http
+            entry = self._plans[id(target)] = (target, _Plan(URL(target.url), h, h.method,
+                                                             h.body))
+        return entry[1]
+
     async def probe(self, target: Target) -> ProbeResult:
-        start = time.perf_counter()
+        start = _perf()
         timing = _Timing(start)
-        token = _CURRENT.set(timing)
-        result: dict[str, Any] = {}
+        hop: _Hop | None = None
+        status = 0
+        final_url = ""
         try:
             async with asyncio.timeout(target.timeout):
-                await self._request(target, timing, result)
+                hop = _Hop(self._plan(target))
+                hop = await self._follow(target, hop, timing)
+                ex = hop.exchange
+                assert ex is not None
+                status, final_url = ex.status, str(hop.plan.url)
+                await self._check(target, hop)
             outcome, detail = Outcome.SUCCESS, ""
-        except ProbeValidationError as exc:
-            outcome, detail = Outcome.VALIDATION_ERROR, str(exc)
         except TimeoutError:
             outcome = Outcome.TIMEOUT
             detail = (f"deadline of {format_duration(target.timeout)} passed during "
                       f"{timing.phase}")
-        except aiohttp.ClientResponseError as exc:
+        except ProbeError as exc:
+            outcome, detail = exc.outcome, describe(exc)
+        except OSError as exc:  # e.g. a write on a connection that just broke
             outcome, detail = classify(exc), describe(exc)
-            if outcome is Outcome.HTTP_ERROR and isinstance(exc, aiohttp.TooManyRedirects):
-                detail = f"more than {target.http.max_redirects} redirects"
-        except (aiohttp.ClientError, OSError, aiohttp.http_exceptions.HttpProcessingError) as exc:
-            outcome, detail = classify(exc), describe(exc)
-            if outcome is Outcome.CRASH:
-                raise
         finally:
-            _CURRENT.reset(token)
-        end = time.perf_counter()
+            if hop is not None:
+                self._release(target, hop)
+        end = _perf()
         timing.enter(timing.phase, end)
-        if result.get("http_error"):
-            outcome, detail = Outcome.HTTP_ERROR, result["http_error"]
+        if hop is not None and hop.exchange is not None and not status:
+            status = hop.exchange.status
+            final_url = str(hop.plan.url)
         return ProbeResult(
             outcome=outcome,
             duration=end - start,
             detail=detail,
-            status_code=result.get("status", 0),
+            status_code=status,
             phases=timing.phases,
             tls_cert_expiry=self._cert_expiry(timing.peer_certs),
-            final_url=result.get("url", ""),
+            final_url=final_url,
         )
 
-    async def _request(self, target: Target, timing: _Timing, result: dict[str, Any]) -> None:
+    async def _follow(self, target: Target, hop: _Hop, timing: _Timing) -> _Hop:
+        """Send the request, following redirects; returns the hop with the final head."""
         h = target.http
-        session = self._keepalive if h.keepalive else self._fresh
-        if session is None:
-            raise RuntimeError("HTTPProber used before start()")
-        headers = dict(h.headers)
-        if h.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {h.bearer_token}"
-        if h.basic_auth is not None:
-            creds = f"{h.basic_auth.username}:{h.basic_auth.password}".encode()
-            headers["Authorization"] = f"Basic {base64.b64encode(creds).decode()}"
-        # Default settings: aiohttp's own verified context (errors then read "ssl:default").
-        ssl_ctx: ssl.SSLContext | bool = True if h.tls == _DEFAULT_TLS else \
-            await self._context(h.tls)
-        async with session.request(
-            h.method, target.url, headers=headers, data=h.body,
-            allow_redirects=h.follow_redirects, max_redirects=h.max_redirects,
-            ssl=ssl_ctx, server_hostname=h.tls.server_name, trace_request_ctx=timing,
-        ) as resp:
-            result["status"] = resp.status
-            result["url"] = str(resp.url)
-            if not h.status_ok(resp.status):
-                result["http_error"] = f"status {resp.status} {resp.reason or ''}".strip() + \
-                    " is not in valid_status_codes"
+        redirects = 0
+        while True:
+            await self._send(target, hop, timing)
+            ex = hop.exchange
+            assert ex is not None
+            timing.enter("transfer", ex.headers_at)
+            location = next((v for n, v in ex.headers if n == "location"), None)
+            if not (h.follow_redirects and ex.status in _REDIRECTS and location is not None):
+                return hop
+            redirects += 1
+            if redirects > h.max_redirects:
+                raise HTTPFailure(f"more than {h.max_redirects} redirects "
+                                  f"(last: status {ex.status} to {location[:200]})")
+            plan = hop.plan
+            try:
+                url = plan.url.join(URL(location))
+            except ValueError as exc:
+                raise HTTPFailure(f"status {ex.status} redirects to an invalid URL "
+                                  f"{location[:200]!r}") from exc
+            method, body = plan.method, h.body
+            if ex.status == 303 or (ex.status in (301, 302) and method == "POST"):
+                method, body = ("HEAD" if method == "HEAD" else "GET"), None
+            same_origin = (url.scheme, url.raw_host, url.port) == \
+                (plan.url.scheme, plan.url.raw_host, plan.url.port)
+            self._release(target, hop)  # the redirect's own body is not read
+            hop = _Hop(_Plan(url, h, method, body, send_auth=same_origin))
+            timing.enter("processing", _perf())
+
+    async def _send(self, target: Target, hop: _Hop, timing: _Timing) -> None:
+        plan = hop.plan
+        h = target.http
+        loop = self._loop or asyncio.get_running_loop()
+        sink_for = None if plan.head_only else _sink_factory(h)
+        reused = self._take_idle(plan) if h.keepalive else None
+        if reused is not None:
+            ex = Exchange(loop, sink_for, plan.head_only)
+            reused.set_protocol(ex)
+            ex.transport = hop.transport = reused
+            hop.exchange = ex
+            timing.enter("processing", _perf())
+            reused.write(plan.request)
+            try:
+                await ex.head()
                 return
-            _check_headers(h, resp)
-            if h.method != "HEAD":
-                body = await _read_capped(resp, h)
-                _check_body(h, body)
+            except NetworkFailure:
+                if ex.status or ex.headers:
+                    raise
+                # the server closed the idle connection as we used it: one fresh try
+                reused.abort()
+                hop.transport = None
+        ex = Exchange(loop, sink_for, plan.head_only)
+        hop.exchange = ex
+        hop.transport = await self._connect(plan, target, ex, timing)
+        timing.enter("processing", ex.connected_at)
+        hop.transport.write(plan.request)
+        await ex.head()
+
+    async def _connect(self, plan: _Plan, target: Target, ex: Exchange, timing: _Timing
+                       ) -> asyncio.Transport:
+        loop = self._loop or asyncio.get_running_loop()
+        addrs: list[tuple[int, Any]]
+        if plan.ip_family:
+            addrs = [(plan.ip_family, (plan.host, plan.port))]
+        else:
+            timing.enter("resolve", _perf())
+            try:
+                infos = await loop.getaddrinfo(plan.host, plan.port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise DNSFailure(f"cannot resolve {plan.host!r}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from exc
+            addrs = [(family, addr) for family, _, _, _, addr in infos]
+            if not addrs:
+                raise DNSFailure(f"cannot resolve {plan.host!r}: no addresses")
+        timing.enter("connect", _perf())
+        ctx = await self._context(target.http.tls) if plan.https else None
+        last: OSError | None = None
+        for family, addr in addrs:
+            if ctx is None:
+                try:
+                    transport, _ = await loop.create_connection(lambda: ex, addr[0], addr[1])
+                except OSError as exc:
+                    last = exc
+                    continue
+                return transport
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, addr)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return await self._handshake(plan, ctx, sock, ex, timing)
+        host = f"[{addrs[-1][1][0]}]" if addrs[-1][0] == socket.AF_INET6 else addrs[-1][1][0]
+        assert last is not None
+        raise ConnectFailure(f"cannot connect to {host}:{plan.port}: "
+                             f"{last.strerror or last}") from last
+
+    async def _handshake(self, plan: _Plan, ctx: ssl.SSLContext, sock: socket.socket,
+                         ex: Exchange, timing: _Timing) -> asyncio.Transport:
+        loop = self._loop or asyncio.get_running_loop()
+        timing.enter("tls", _perf())
+        # From here on the loop owns the socket: it closes it on failure or cancellation.
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: ex, sock=sock, ssl=ctx, server_hostname=plan.server_hostname)
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise TLSFailure(f"TLS handshake with {plan.server_hostname} failed: "
+                             f"{getattr(exc, 'verify_message', None) or exc}") from exc
+        except OSError as exc:
+            raise TLSFailure(f"connection broke during the TLS handshake: "
+                             f"{exc.strerror or exc}") from exc
+        timing.peer_certs = _peer_certs(transport.get_extra_info("ssl_object"))
+        return transport
+
+    def _take_idle(self, plan: _Plan) -> asyncio.Transport | None:
+        conns = self._idle.get(plan.origin)
+        now = _perf()
+        while conns:
+            transport, since = conns.pop()
+            proto = transport.get_protocol()
+            if (transport.is_closing() or now - since > KEEPALIVE_IDLE
+                    or not isinstance(proto, Exchange) or proto.lost):
+                transport.close()
+                continue
+            return transport
+        return None
+
+    def _release(self, target: Target, hop: _Hop) -> None:
+        """Keep the connection for the next probe (keep-alive) or close it."""
+        transport, ex = hop.transport, hop.exchange
+        hop.transport = None
+        if transport is None:
+            return
+        if target.http.keepalive and ex is not None and ex.reusable \
+                and not transport.is_closing():
+            conns = self._idle.setdefault(hop.plan.origin, [])
+            if len(conns) < _MAX_IDLE_PER_ORIGIN:
+                conns.append((transport, _perf()))
+                return
+        if ex is not None and ex.complete_done:
+            transport.close()
+        else:
+            transport.abort()  # mid-response: do not wait to flush or drain anything
+
+    async def _check(self, target: Target, hop: _Hop) -> None:
+        h = target.http
+        ex = hop.exchange
+        assert ex is not None
+        if not h.status_ok(ex.status):
+            reason = ex.reason.decode("latin-1", errors="replace").strip()
+            raise HTTPFailure(f"status {ex.status} {reason}".strip() +
+                              " is not in valid_status_codes")
+        _check_headers(h, hop.plan, ex)
+        if not hop.plan.head_only:
+            await ex.complete()
+            _check_body(h, ex.sink if isinstance(ex.sink, _Body) else None)
 
     def _cert_expiry(self, ders: list[bytes]) -> float:
         return min((e for e in map(self._expiry, ders) if e), default=0.0)
@@ -310,20 +431,45 @@ class HTTPProber:
         return cached
 
 
-def _check_headers(h: HTTPSettings, resp: aiohttp.ClientResponse) -> None:
-    if h.fail_if_not_ssl and resp.url.scheme != "https":
-        raise ProbeValidationError(f"final URL {resp.url} is not HTTPS (fail_if_not_ssl)")
+def _peer_certs(sslobj: ssl.SSLObject | None) -> list[bytes]:
+    """DER certificates the peer sent: the whole chain on Python >= 3.13, else the leaf."""
+    if sslobj is None:
+        return []
+    chain = getattr(sslobj, "get_unverified_chain", None)
+    if chain is not None:
+        return [c if isinstance(c, bytes) else c.public_bytes() for c in chain() or ()]
+    leaf = sslobj.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def _check_headers(h: HTTPSettings, plan: _Plan, ex: Exchange) -> None:
+    if h.fail_if_not_ssl and not plan.https:
+        raise ProbeValidationError(f"final URL {plan.url} is not HTTPS (fail_if_not_ssl)")
     for match in h.fail_if_header_matches:
-        for value in resp.headers.getall(match.header, ()):
-            if match.regexp.search(value):
+        for name, value in ex.headers:
+            if name == match.header and match.regexp.search(value):
                 raise ProbeValidationError(
                     f"header {match.header}: {value[:80]!r} matches {match.regexp.pattern!r}")
 
 
+def _sink_factory(h: HTTPSettings) -> Callable[[list[tuple[str, str]]], _Body]:
+    keep = bool(h.fail_if_body_matches_regexp or h.fail_if_body_not_matches_regexp)
+    cap = h.max_body_bytes
+
+    def sink_for(headers: list[tuple[str, str]]) -> _Body:
+        encoding = next((v for n, v in headers if n == "content-encoding"), "")
+        return _Body(encoding, cap, keep)
+
+    return sink_for
+
+
 class _Body:
-    """Collects a body, decompressing gzip/deflate itself with ``max_length`` so that no more
-    than ``max_body_bytes`` (+1) is ever inflated: a zip bomb costs at most the cap in memory.
-    (aiohttp's own decompression inflates whole network chunks, 1000:1 for a bomb.)"""
+    """Takes a body as it arrives (called with each chunk), decompressing gzip/deflate itself
+    with ``max_length`` so that no more than ``max_body_bytes`` (+1) is ever inflated: a zip
+    bomb costs at most the cap in memory. Raising stops the transfer (the connection is then
+    dropped, not reused)."""
+
+    __slots__ = ("_raw_deflate_ok", "_z", "cap", "keep", "parts", "total")
 
     def __init__(self, encoding: str, cap: int, keep: bool) -> None:
         self.cap, self.keep, self.total = cap, keep, 0
@@ -333,7 +479,7 @@ class _Body:
         self._z = zlib.decompressobj(47) if encoding in ("gzip", "x-gzip", "deflate") else None
         self._raw_deflate_ok = encoding == "deflate"
 
-    def feed(self, data: bytes) -> None:
+    def __call__(self, data: bytes) -> None:
         if self._z is None:
             self._add(data)
             return
@@ -345,7 +491,7 @@ class _Body:
                     self._raw_deflate_ok = False
                     self._z = zlib.decompressobj(-15)
                     continue
-                raise ContentEncodingError(f"cannot decompress the body: {exc}") from exc
+                raise NetworkFailure(f"cannot decompress the body: {exc}") from exc
             self._raw_deflate_ok = False
             self._add(out)
             data = self._z.unconsumed_tail
@@ -357,24 +503,14 @@ class _Body:
         if self.keep:
             self.parts.append(data)
 
-
-async def _read_capped(resp: aiohttp.ClientResponse, h: HTTPSettings) -> bytes:
-    """Read the body, stopping as soon as its decompressed size passes max_body_bytes."""
-    keep = bool(h.fail_if_body_matches_regexp or h.fail_if_body_not_matches_regexp)
-    body = _Body(resp.headers.get("Content-Encoding", ""), h.max_body_bytes, keep)
-    try:
-        while chunk := await resp.content.read(_READ_CHUNK):
-            body.feed(chunk)
-    except ProbeValidationError:
-        resp.close()  # stop the transfer; the connection is not reused
-        raise
-    return b"".join(body.parts)
+    def text(self) -> str:
+        return b"".join(self.parts).decode("utf-8", errors="replace")
 
 
-def _check_body(h: HTTPSettings, body: bytes) -> None:
+def _check_body(h: HTTPSettings, body: _Body | None) -> None:
     if not (h.fail_if_body_matches_regexp or h.fail_if_body_not_matches_regexp):
         return
-    text = body.decode("utf-8", errors="replace")
+    text = body.text() if body is not None else ""
     for rx in h.fail_if_body_matches_regexp:
         if rx.search(text):
             raise ProbeValidationError(f"body matches {rx.pattern!r}")
@@ -383,4 +519,4 @@ def _check_body(h: HTTPSettings, body: bytes) -> None:
             raise ProbeValidationError(f"body does not match {rx.pattern!r}")
 
 
-__all__ = ["USER_AGENT", "HTTPProber"]
+__all__ = ["KEEPALIVE_IDLE", "USER_AGENT", "HTTPProber"]
