@@ -39,6 +39,7 @@ log = logging.getLogger("exporter.daemon")
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 WATCH_POLL = 1.0  # seconds between checks of the config file
 WATCH_SETTLE = 0.5  # a change must hold still this long before it is read
+REFREEZE_MARGIN = 2.0  # after a (re)load, freeze again at the longest interval plus this
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
         self._port = options.port
+        self._refreeze: asyncio.TimerHandle | None = None
 
     # -- Host protocol (server.py) ------------------------------------------------------------
 
@@ -142,6 +144,8 @@ class Daemon:
 
     async def _shutdown(self, runner: web.AppRunner) -> None:
         self.ready = False
+        if self._refreeze is not None:
+            self._refreeze.cancel()
         log.info("shutting down: no new probes, %d in flight get up to %.1fs",
                  self._scheduler.in_flight, self.options.shutdown_grace)
         stop = asyncio.ensure_future(self._scheduler.stop(self.options.shutdown_grace))
@@ -184,6 +188,14 @@ class Daemon:
         self.config = config
         self.metrics.config_reloaded(True)
         _freeze_long_lived()
+        # Each target's first probe makes objects that live as long as the target (request
+        # plan, histograms): freeze once more when every target has run once.
+        if self._refreeze is not None:
+            self._refreeze.cancel()
+        self._refreeze = None
+        if targets:
+            self._refreeze = asyncio.get_running_loop().call_later(
+                max(t.interval for t in targets) + REFREEZE_MARGIN, _freeze_long_lived)
         log.info("config loaded from %s: %d targets (%d in this shard)", config.source,
                  len(config.targets), len(targets))
 

@@ -59,6 +59,8 @@ _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 #: commonly drop idle connections after 60 s or more).
 KEEPALIVE_IDLE = 30.0
 _MAX_IDLE_PER_ORIGIN = 4
+#: Inflate at most this much per step: a bomb's transient output stays small, not the cap.
+_INFLATE_STEP = 64 * 1024
 _perf: Callable[[], float] = time.perf_counter
 
 
@@ -485,7 +487,7 @@ class _Body:
             return
         while data:
             try:
-                out = self._z.decompress(data, self.cap - self.total + 1)
+                out = self._z.decompress(data, min(self.cap - self.total + 1, _INFLATE_STEP))
             except zlib.error as exc:
                 if self._raw_deflate_ok and self.total == 0:
                     self._raw_deflate_ok = False
