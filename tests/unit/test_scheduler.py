@@ -35,6 +35,17 @@ def test_next_slot_is_on_the_grid() -> None:
     assert next_slot(0.0, 3.0, 15.0) == 3.0
 
 
+def test_next_slot_moves_on_from_a_slot_despite_rounding() -> None:
+    # a slot fed back in must give the next one: float rounding once returned the same slot,
+    # and a re-armed run fired again and again in the same instant (counted as skips)
+    offset, interval = 0.0529330512, 0.1
+    now = 1764643200.0
+    for _ in range(10_000):
+        nxt = next_slot(now, offset, interval)
+        assert now < nxt <= now + interval + 1e-6
+        now = nxt
+
+
 def test_offsets_are_stable_and_spread_evenly() -> None:
     assert grid_offset("checkout-api", 15) == grid_offset("checkout-api", 15)
     offsets = [grid_offset(f"target-{i}", 15.0) for i in range(10_000)]
@@ -179,8 +190,7 @@ async def test_stop_gives_grace_then_cancels_and_conserves_counts() -> None:
     await asyncio.sleep(0)
     # force every target to start now
     for slot in sched._slots.values():
-        assert slot.timer is not None
-        slot.timer.cancel()
+        slot.generation += 1  # voids the armed run
         sched._fire(slot, asyncio.get_running_loop().time())
     assert sched.in_flight == 3
     await sched.stop(0.1)
@@ -203,15 +213,48 @@ async def test_apply_keeps_unchanged_restarts_changed_removes_removed() -> None:
     metrics = Metrics(process_collectors=False)
     sched = Scheduler(probe, metrics)
     sched.apply([a, b, c])
-    timers = {name: slot.timer for name, slot in sched._slots.items()}
+    armed = {name: (slot.serial, slot.generation, slot.due)
+             for name, slot in sched._slots.items()}
+    removed = sched._slots["t2"]
     (b2,) = targets(1, "20s", "1s", prefix="t")  # same name as a, new interval
     changed = load_config_text(
         "targets: [{name: t1, url: 'http://127.0.0.1:9/', interval: 10s, timeout: 1s}]").targets
     sched.apply([a, *changed])
     assert set(sched._slots) == {"t0", "t1"}
-    assert sched._slots["t0"].timer is timers["t0"]  # unchanged: same timer, same phase
-    assert sched._slots["t1"].timer is not timers["t1"]  # changed: restarted
-    assert timers["t2"] is not None
-    assert timers["t2"].cancelled()
+    t0, t1 = sched._slots["t0"], sched._slots["t1"]
+    assert (t0.serial, t0.generation, t0.due) == armed["t0"]  # unchanged: same run, same phase
+    assert t1.serial != armed["t1"][0]  # changed: a new slot, restarted
+    assert removed.removed
+    assert removed.serial not in sched._by_serial  # its armed run is void
+    assert len(sched._heap) == 4  # t0, the new t1; the old t1's and t2's entries, void
     del b, b2
     await sched.stop(0)
+
+
+async def test_many_targets_each_run_on_their_own_grid_from_one_heap() -> None:
+    """300 targets share one loop timer: every one runs at each of its grid slots, none twice,
+    and the heap holds exactly one armed run per target."""
+    starts: dict[str, list[float]] = {}
+    sched: Scheduler
+
+    async def probe(t: Target) -> ProbeResult:
+        starts.setdefault(t.name, []).append(next(
+            s.next_wall for s in sched._slots.values() if s.target is t))
+        return ok()
+
+    ts = targets(300, "100ms", "50ms")
+    metrics = Metrics(process_collectors=False)
+    metrics.set_targets(ts)
+    sched = Scheduler(probe, metrics)
+    sched.apply(ts)
+    await asyncio.sleep(0.55)
+    await sched.stop(0.1)
+    assert set(starts) == {t.name for t in ts}
+    for name, walls in starts.items():
+        assert 4 <= len(walls) <= 6, (name, walls)
+        # next_wall at each start is the following slot: consecutive starts are one interval
+        # apart, never the same slot twice
+        gaps = [b - a for a, b in itertools.pairwise(walls)]
+        assert all(abs(g - 0.1) < 1e-6 for g in gaps), (name, gaps)
+    skipped = {t.name: metrics.series(t.name).skipped for t in ts}  # type: ignore[union-attr]
+    assert sum(skipped.values()) == 0, {k: v for k, v in skipped.items() if v}
