@@ -16,7 +16,7 @@ Against one local nginx on loopback (``return 200 "ok";``, one worker), each rou
 
 The cost figure is probes finished per CPU-second (user+sys from ``/proc/PID/stat``) of the
 exporter process alone (not wrk, not nginx), over a fixed window after a warm-up. Rounds
-alternate the order of the four; the medians and the ratios vantage/blackbox and vantage/bare
+alternate the order of the five; the medians and the ratios vantage/blackbox and vantage/bare
 are printed at the end, with nginx's own request count as a cross-check.
 
 Usage::
