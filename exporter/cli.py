@@ -25,6 +25,7 @@ from exporter.config import (
     ConfigError,
     HTTPSettings,
     Target,
+    check_url,
     json_schema,
     load_config,
     modules_by_name,
@@ -144,9 +145,10 @@ def probe(argv: Sequence[str]) -> int:
             return EXIT_CONFIG
         if args.module in modules:
             settings = modules[args.module].http
-    if not args.url.startswith(("http://", "https://")):
-        print(f"vantage-exporter probe: {args.url!r} must start with http:// or https://",
-              file=sys.stderr)
+    try:
+        args.url = check_url(args.url)
+    except ValueError as exc:
+        print(f"vantage-exporter probe: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     target = Target(args.url, args.url, args.module, args.timeout + 1, args.timeout, settings)
 

@@ -560,7 +560,8 @@ def _merge_http(c: _Checker, base: HTTPSettings, partial: dict[str, Any], line: 
     return settings
 
 
-def _check_url(value: object) -> str:
+def check_url(value: object) -> str:
+    """The URL of a target, stripped; ValueError with the reason if it cannot be probed."""
     s = _nonempty_str(value).strip()
     parts = urlsplit(s)
     if parts.scheme not in ("http", "https"):
@@ -693,7 +694,7 @@ def _parse(text: str, source: str, base_dir: Path) -> Config:
         if "url" not in t:
             c.add(line, path, "url is required")
             continue
-        url = c.field(t, "url", path, _check_url)
+        url = c.field(t, "url", path, check_url)
         name = c.field(t, "name", path, _nonempty_str) if "name" in t else url
         mod_name = c.field(t, "module", path, _str) if "module" in t else "http_2xx"
         t_interval = c.field(t, "interval", path, _duration) if "interval" in t else interval

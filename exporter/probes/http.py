@@ -107,6 +107,16 @@ class _Plan:
                                       send_auth=send_auth)
 
 
+def _plan_for(target: Target) -> _Plan | str:
+    """The target's plan, or why its URL cannot be probed."""
+    try:
+        return _Plan(URL(target.url), target.http, target.http.method, target.http.body)
+    except HTTPFailure as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"cannot probe {target.url[:200]!r}: {exc}"
+
+
 def _request_bytes(url: URL, h: HTTPSettings, method: str, body: str | None, *, host: str,
                    send_auth: bool) -> bytes:
     host_header = f"[{host}]" if ":" in host else host
@@ -166,7 +176,7 @@ class HTTPProber:
     def __init__(self) -> None:
         self._contexts: dict[TLSConfig, ssl.SSLContext] = {}
         self._expiry_cache: dict[bytes, float] = {}
-        self._plans: dict[int, tuple[Target, _Plan]] = {}
+        self._plans: dict[int, tuple[Target, _Plan | str]] = {}
         self._idle: dict[tuple[object, ...], list[tuple[asyncio.Transport, float]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -194,8 +204,13 @@ class HTTPProber:
         if missing:
             built = await asyncio.to_thread(lambda: {tls: tls.ssl_context() for tls in missing})
             self._contexts.update(built)
-        keep = {id(t) for t in targets}
-        self._plans = {k: v for k, v in self._plans.items() if k in keep}
+        # Request plans too, in a thread (URL parsing, ~10 us a target), so that no probe pays
+        # for it and a 10,000-target load does not hold the loop in one piece.
+        old = self._plans
+        new_targets = [t for t in targets if old.get(id(t), (None,))[0] is not t]
+        plans = await asyncio.to_thread(lambda: [_plan_for(t) for t in new_targets])
+        self._plans = {id(t): e for t in targets if (e := old.get(id(t))) and e[0] is t}
+        self._plans.update((id(t), (t, p)) for t, p in zip(new_targets, plans, strict=True))
 
     async def _context(self, tls: TLSConfig) -> ssl.SSLContext:
         ctx = self._contexts.get(tls)
@@ -206,10 +221,10 @@ class HTTPProber:
     def _plan(self, target: Target) -> _Plan:
         # Keyed by identity: hashing a frozen Target would walk all its fields on every probe.
         entry = self._plans.get(id(target))
-        if entry is None or entry[0] is not target:
-            h = target.http
-            entry = self._plans[id(target)] = (target, _Plan(URL(target.url), h, h.method,
-                                                             h.body))
+        if entry is None or entry[0] is not target:  # a target prepare() has not seen
+            entry = self._plans[id(target)] = (target, _plan_for(target))
+        if isinstance(entry[1], str):  # config validation keeps such URLs out; say why
+            raise HTTPFailure(entry[1])
         return entry[1]
 
     async def probe(self, target: Target) -> ProbeResult:
@@ -352,10 +367,11 @@ class HTTPProber:
                 sock.close()
                 raise
             return await self._handshake(plan, ctx, sock, ex, timing)
-        host = f"[{addrs[-1][1][0]}]" if addrs[-1][0] == socket.AF_INET6 else addrs[-1][1][0]
+        ip = f"[{addrs[-1][1][0]}]" if addrs[-1][0] == socket.AF_INET6 else addrs[-1][1][0]
         assert last is not None
-        raise ConnectFailure(f"cannot connect to {host}:{plan.port}: "
-                             f"{last.strerror or last}") from last
+        tried = f" (all {len(addrs)} addresses of {plan.host} failed)" if len(addrs) > 1 else ""
+        raise ConnectFailure(f"cannot connect to {ip}:{plan.port}: "
+                             f"{last.strerror or last}{tried}") from last
 
     async def _handshake(self, plan: _Plan, ctx: ssl.SSLContext, sock: socket.socket,
                          ex: Exchange, timing: _Timing) -> asyncio.Transport:
@@ -415,7 +431,10 @@ class HTTPProber:
         _check_headers(h, hop.plan, ex)
         if not hop.plan.head_only:
             await ex.complete()
-            _check_body(h, ex.sink if isinstance(ex.sink, _Body) else None)
+            body = ex.sink if isinstance(ex.sink, _Body) else None
+            if body is not None:
+                body.finish()
+            _check_body(h, body)
 
     def _cert_expiry(self, ders: list[bytes]) -> float:
         return min((e for e in map(self._expiry, ders) if e), default=0.0)
@@ -471,7 +490,7 @@ class _Body:
     bomb costs at most the cap in memory. Raising stops the transfer (the connection is then
     dropped, not reused)."""
 
-    __slots__ = ("_raw_deflate_ok", "_z", "cap", "keep", "parts", "total")
+    __slots__ = ("_fed", "_raw_deflate_ok", "_z", "cap", "keep", "parts", "total")
 
     def __init__(self, encoding: str, cap: int, keep: bool) -> None:
         self.cap, self.keep, self.total = cap, keep, 0
@@ -480,11 +499,13 @@ class _Body:
         # wbits 47: zlib or gzip header, detected; -15: raw deflate (some servers send it)
         self._z = zlib.decompressobj(47) if encoding in ("gzip", "x-gzip", "deflate") else None
         self._raw_deflate_ok = encoding == "deflate"
+        self._fed = False
 
     def __call__(self, data: bytes) -> None:
         if self._z is None:
             self._add(data)
             return
+        self._fed = self._fed or bool(data)
         while data:
             try:
                 out = self._z.decompress(data, min(self.cap - self.total + 1, _INFLATE_STEP))
@@ -504,6 +525,11 @@ class _Body:
             raise ProbeValidationError(f"body larger than max_body_bytes ({self.cap} bytes)")
         if self.keep:
             self.parts.append(data)
+
+    def finish(self) -> None:
+        """The body is complete: a compressed one must have reached its end marker."""
+        if self._z is not None and self._fed and not self._z.eof:
+            raise NetworkFailure("the compressed body ends before its end marker (truncated)")
 
     def text(self) -> str:
         return b"".join(self.parts).decode("utf-8", errors="replace")

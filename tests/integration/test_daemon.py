@@ -145,6 +145,10 @@ async def test_probe_cli_explains_outcomes(faults: FaultServers, tmp_path: Path)
     assert "tls_error" in out
     code, _, err = await cli("probe", "ftp://x")
     assert code == 2
+    assert "must start with http://" in err
+    code, _, err = await cli("probe", "http://exa mple.com/")  # a URL no probe can send
+    assert code == 2
+    assert "whitespace" in err
     code, _, err = await cli("probe")
     assert code == 2
     assert "usage" in err

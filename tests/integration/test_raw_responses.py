@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -102,6 +103,13 @@ async def raw() -> AsyncIterator[RawServer]:
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+_GZ = gzip.compress(b"all systems nominal " * 50)
+_GZ_CUT = _GZ[:len(_GZ) // 2]
+
+
+def gzipped(body: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 # name, script, http settings, outcome, words expected in the detail
 CASES: list[tuple[str, Script, dict[str, Any], Outcome, str]] = [
@@ -148,6 +156,9 @@ CASES: list[tuple[str, Script, dict[str, Any], Outcome, str]] = [
     ("redirect-to-ftp", [b"HTTP/1.1 302 Found\r\nLocation: ftp://example.invalid/x\r\n"
                          b"Content-Length: 0\r\n\r\n"], {}, Outcome.HTTP_ERROR,
      "not an http(s) URL"),
+    ("gzip", [gzipped(_GZ)], {"fail_if_body_not_matches_regexp": ["nominal all systems"]},
+     Outcome.SUCCESS, ""),
+    ("gzip-truncated", [gzipped(_GZ_CUT)], {}, Outcome.NETWORK_ERROR, "truncated"),
     ("cap-on-close-delimited-body", [b"HTTP/1.0 200 OK\r\n\r\n", *([b"x" * 4096] * 8),
                                      "hang"], {"max_body_bytes": "16KiB"},
      Outcome.VALIDATION_ERROR, "max_body_bytes"),
