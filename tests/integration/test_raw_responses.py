@@ -228,3 +228,23 @@ async def test_keepalive_connection_closed_while_idle_is_not_reused(
     second = await prober.probe(target)
     assert second.outcome is Outcome.SUCCESS, second
     assert raw.connections == 2
+
+
+async def test_tls_handshake_that_never_ends_times_out_in_tls_and_leaks_nothing(
+        raw: RawServer, prober: HTTPProber) -> None:
+    import os
+
+    # The raw server never answers a ClientHello: the deadline cancels the handshake.
+    target = make_target(f"https://127.0.0.1:{raw.port}/never", "200ms")
+    await prober.prepare((target,))
+    baseline = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        result = await prober.probe(target)
+        assert result.outcome is Outcome.TIMEOUT, result
+        assert "during tls" in result.detail
+        assert result.phases["tls"] > 0.1
+    for _ in range(40):  # the server's side closes on a later loop turn
+        if len(os.listdir("/proc/self/fd")) <= baseline:
+            break
+        await asyncio.sleep(0.05)
+    assert len(os.listdir("/proc/self/fd")) <= baseline
