@@ -175,11 +175,21 @@ def classify(exc: BaseException) -> Outcome:
 
 
 def describe(exc: BaseException) -> str:
-    """The error in words, for logs, the status page and `probe`: type and message, causes."""
+    """The error in words, for logs, the status page and `probe`: message, then causes.
+
+    The probe's own errors are written as sentences and go without their class name (the
+    outcome already says what kind); causes from the OS or libraries keep theirs:
+
+    >>> e = ConnectFailure("cannot connect to 127.0.0.1:9: Connection refused")
+    >>> e.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    >>> describe(e)
+    'cannot connect to 127.0.0.1:9: Connection refused <- ConnectionRefusedError: [Errno 111] Connection refused'
+    """  # noqa: E501 -- a doctest line
     parts: list[str] = []
     for e in _chain(exc):
         text = str(e).strip() or e.__class__.__name__
-        label = f"{e.__class__.__name__}: {text}" if text != e.__class__.__name__ else text
+        plain = isinstance(e, ProbeError) or text == e.__class__.__name__
+        label = text if plain else f"{e.__class__.__name__}: {text}"
         if not parts or text not in parts[-1]:
             parts.append(label)
         if len(parts) == 3:
