@@ -234,62 +234,29 @@ def start_exporter(config: Path, port: int, workdir: Path, ready_timeout: float 
 
 
 def bare_child(url: str, concurrency: int, loop_kind: str) -> None:
-    """Fresh-connection GETs from ``concurrency`` workers; prints the count on SIGUSR1."""
+    """Fresh-connection GETs from ``concurrency`` workers; prints the count on SIGUSR1.
+
+    ``uvloop``/``asyncio``: through an aiohttp ``ClientSession`` (``force_close``, ``limit=0``).
+    ``wire``: through vantage's own HTTP layer and nothing else (no scheduler, deadline or
+    metrics): what a probe costs at the bottom; vantage adds the rest.
+    """
     import asyncio
+    from collections.abc import Awaitable
+    from urllib.parse import urlsplit
 
     import aiohttp
 
-    async def main() -> None:
+    async def drive(get: Callable[[], Awaitable[bool]]) -> None:
         count = 0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, lambda: print(count, flush=True))
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        connector = aiohttp.TCPConnector(limit=0, force_close=True, use_dns_cache=False)
-        async with aiohttp.ClientSession(connector=connector) as session:
-
-            async def worker() -> None:
-                nonlocal count
-                while True:
-                    async with session.get(url) as resp:
-                        await resp.read()
-                        if resp.status == 200:
-                            count += 1
-
-            tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
-            print("ready", flush=True)
-            await stop.wait()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def main_wire() -> None:
-        """The same GETs with vantage's own wire layer and nothing else: no scheduler, no
-        deadline, no metrics. What a probe costs at the bottom; vantage adds the rest."""
-        from urllib.parse import urlsplit
-
-        from exporter.probes.wire import Exchange
-
-        count = 0
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGUSR1, lambda: print(count, flush=True))
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        u = urlsplit(url)
-        host, port = u.hostname or "127.0.0.1", u.port or 80
-        request = (f"GET {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\n"
-                   "Connection: close\r\n\r\n").encode()
 
         async def worker() -> None:
             nonlocal count
             while True:
-                ex = Exchange(loop, lambda _h: (lambda _b: None))
-                transport, _ = await loop.create_connection(
-                    lambda: ex, host, port)  # noqa: B023 -- called before ex changes
-                transport.write(request)
-                await ex.complete()
-                transport.close()
-                if ex.status == 200:
+                if await get():
                     count += 1
 
         tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
@@ -299,14 +266,41 @@ def bare_child(url: str, concurrency: int, loop_kind: str) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    if loop_kind == "wire":
-        import uvloop
-        uvloop.run(main_wire())
-    elif loop_kind == "uvloop":
-        import uvloop
-        uvloop.run(main())
+    async def with_aiohttp() -> None:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True, use_dns_cache=False)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def get() -> bool:
+                async with session.get(url) as resp:
+                    await resp.read()
+                    return resp.status == 200
+
+            await drive(get)
+
+    async def with_wire() -> None:
+        from exporter.probes.wire import Exchange
+
+        loop = asyncio.get_running_loop()
+        u = urlsplit(url)
+        host, port = u.hostname or "127.0.0.1", u.port or 80
+        request = (f"GET {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+                   "Connection: close\r\n\r\n").encode()
+
+        async def get() -> bool:
+            ex = Exchange(loop, lambda _h: (lambda _b: None))
+            transport, _ = await loop.create_connection(lambda: ex, host, port)
+            transport.write(request)
+            await ex.complete()
+            transport.close()
+            return ex.status == 200
+
+        await drive(get)
+
+    if loop_kind == "asyncio":
+        asyncio.run(with_aiohttp())
     else:
-        asyncio.run(main())
+        import uvloop
+        uvloop.run(with_wire() if loop_kind == "wire" else with_aiohttp())
 
 
 # -- measurement ------------------------------------------------------------------------------
