@@ -80,6 +80,9 @@ class Exchange(asyncio.Protocol):
                  head_only: bool = False) -> None:
         self._loop = loop
         self._parser = httptools.HttpResponseParser(self)
+        # Bare LF line ends (old and embedded servers): curl, browsers and Go's client (hence
+        # blackbox_exporter) accept them, so a prober must not call that server broken.
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self._sink_for = sink_for
         self.sink: Callable[[bytes], None] | None = None  # made when the head is in
         self._waiter: asyncio.Future[None] | None = None

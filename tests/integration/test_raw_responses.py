@@ -122,6 +122,8 @@ CASES: list[tuple[str, Script, dict[str, Any], Outcome, str]] = [
      {"fail_if_body_not_matches_regexp": ["^hello world$"]}, Outcome.SUCCESS, ""),
     ("head-split-in-pieces", [b"HTTP/1.1 200 O", 0.02, b"K\r\nContent-Le", 0.02,
                               b"ngth: 2\r\n\r", 0.02, b"\nok"], {}, Outcome.SUCCESS, ""),
+    ("bare-lf-line-ends", [b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"], {},
+     Outcome.SUCCESS, ""),
     ("interim-100", [b"HTTP/1.1 100 Continue\r\n\r\n", OK], {}, Outcome.SUCCESS, ""),
     ("no-content", [b"HTTP/1.1 204 No Content\r\n\r\n", "hang"], {}, Outcome.SUCCESS, ""),
     ("bytes-after-the-response", [OK + b"GARBAGE AFTER", "hang"], {}, Outcome.SUCCESS, ""),
