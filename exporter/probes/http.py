@@ -415,10 +415,10 @@ class HTTPProber:
             if len(conns) < _MAX_IDLE_PER_ORIGIN:
                 conns.append((transport, _perf()))
                 return
-        if ex is not None and ex.complete_done:
-            transport.close()
-        else:
-            transport.abort()  # mid-response: do not wait to flush or drain anything
+        # abort, not close: the exchange is over (or broken) and there is nothing to flush, and
+        # a TLS close() would wait for the peer's close_notify, holding the descriptor up to
+        # 30 s for each probe of a server that never sends one.
+        transport.abort()
 
     async def _check(self, target: Target, hop: _Hop) -> None:
         h = target.http
