@@ -100,7 +100,7 @@ class Exchange(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []  # (lower-case name, value), in order
         self.head_done = False
         self.complete_done = False
-        self.lost = False  # the connection is gone (closed by either side)
+        self.lost = False  # the connection is gone, or unfit for another request
         self.error: BaseException | None = None
 
     # -- what the probe awaits ----------------------------------------------------------------
@@ -149,7 +149,10 @@ class Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.complete_done or self.error is not None:
-            return  # bytes after the response (or after a failure) are not ours to parse
+            # Bytes after the response (or after a failure) are not ours to parse, and a
+            # connection that carries them cannot be trusted with another request.
+            self.lost = True
+            return
         if not self.head_done:
             self._head_bytes += len(data)
         try:

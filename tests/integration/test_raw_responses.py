@@ -250,3 +250,17 @@ async def test_tls_handshake_that_never_ends_times_out_in_tls_and_leaks_nothing(
             break
         await asyncio.sleep(0.05)
     assert len(os.listdir("/proc/self/fd")) <= baseline
+
+
+async def test_keepalive_connection_that_spoke_out_of_turn_is_not_reused(
+        raw: RawServer, prober: HTTPProber) -> None:
+    # Bytes arriving on an idle kept-alive connection would be read as the next response.
+    raw.scripts["ka-chatty"] = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0.02,
+                                b"HTTP/1.1 500 Stray\r\nContent-Length: 0\r\n\r\n", "hang"]
+    target = make_target(raw.url("ka-chatty"), "600ms", keepalive=True)
+    assert (await prober.probe(target)).outcome is Outcome.SUCCESS
+    await asyncio.sleep(0.1)
+    second = await prober.probe(target)
+    assert second.outcome is Outcome.SUCCESS, second
+    assert second.status_code == 200
+    assert raw.connections == 2
