@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -27,6 +28,16 @@ def targets(n: int, interval: str = "200ms", timeout: str = "150ms", prefix: str
 
 def ok(duration: float = 0.001) -> ProbeResult:
     return ProbeResult(Outcome.SUCCESS, duration)
+
+
+def scheduled(probe: Callable[[Target], Awaitable[ProbeResult]], ts: tuple[Target, ...]
+              ) -> tuple[Scheduler, Metrics]:
+    """A scheduler running ``ts`` with ``probe``, reporting to a fresh metrics store."""
+    metrics = Metrics(process_collectors=False)
+    metrics.set_targets(ts)
+    sched = Scheduler(probe, metrics)
+    sched.apply(ts)
+    return sched, metrics
 
 
 def test_next_slot_is_on_the_grid() -> None:
@@ -183,10 +194,7 @@ async def test_stop_gives_grace_then_cancels_and_conserves_counts() -> None:
         return ok()
 
     ts = targets(3, "10s", "9s")
-    metrics = Metrics(process_collectors=False)
-    metrics.set_targets(ts)
-    sched = Scheduler(probe, metrics)
-    sched.apply(ts)
+    sched, metrics = scheduled(probe, ts)
     await asyncio.sleep(0)
     # force every target to start now
     for slot in sched._slots.values():
@@ -243,10 +251,7 @@ async def test_many_targets_each_run_on_their_own_grid_from_one_heap() -> None:
         return ok()
 
     ts = targets(300, "100ms", "50ms")
-    metrics = Metrics(process_collectors=False)
-    metrics.set_targets(ts)
-    sched = Scheduler(probe, metrics)
-    sched.apply(ts)
+    sched, metrics = scheduled(probe, ts)
     await asyncio.sleep(0.55)
     await sched.stop(0.1)
     assert set(starts) == {t.name for t in ts}
