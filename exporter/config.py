@@ -440,7 +440,8 @@ def _check_http(c: _Checker, value: object, line: int, path: str) -> dict[str, A
                 raise ValueError(f"{k!r} is not a valid header name")
             if isinstance(val, bool) or not isinstance(val, str | int | float):
                 raise ValueError(f"header {k}: value must be a string")
-            pairs.append((k, _expand_env(str(val), f"header {k}")))
+            pairs.append((k, _header_value(_expand_env(str(val), f"header {k}"),
+                                           f"header {k}")))
         return tuple(pairs)
 
     def header_matches(v: object) -> tuple[HeaderMatch, ...]:
@@ -469,7 +470,8 @@ def _check_http(c: _Checker, value: object, line: int, path: str) -> dict[str, A
         "fail_if_body_not_matches_regexp": _list_of(_regexp),
         "fail_if_header_matches": header_matches,
         "fail_if_not_ssl": _bool,
-        "bearer_token_file": lambda v: c.read_secret(_nonempty_str(v)),
+        "bearer_token_file": lambda v: _header_value(c.read_secret(_nonempty_str(v)),
+                                                     "bearer token"),
     }
     for key, conv in simple.items():
         if key in m:
@@ -528,6 +530,14 @@ def _file(c: _Checker, v: object) -> str | None:
     if not os.path.isfile(path):
         raise ValueError(f"file {path} does not exist")
     return path
+
+
+def _header_value(value: str, what: str) -> str:
+    """A value that goes into a request header verbatim: a line break would end the header
+    and let the rest be read as more headers (header injection)."""
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError(f"{what}: value contains a line break or NUL character")
+    return value
 
 
 def _expand_env(text: str, what: str) -> str:

@@ -85,6 +85,22 @@ def test_secrets_from_files_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "tok'" not in repr(t)
 
 
+def test_secrets_and_env_values_cannot_inject_headers(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request header is written verbatim: a line break would start a header of its own.
+    (tmp_path / "token").write_text("tok\nX-Evil: 1\n")
+    monkeypatch.setenv("VANTAGE_TEST_KEY", "k1\r\nHost: evil.example")
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump({"targets": [{
+        "url": "http://a/", "http": {
+            "bearer_token_file": str(tmp_path / "token"),
+            "headers": {"X-Key": "${VANTAGE_TEST_KEY}"}}}]}))
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "v.yaml")
+    text = str(err.value)
+    assert "bearer token: value contains a line break or NUL character" in text
+    assert "header X-Key: value contains a line break or NUL character" in text
+
+
 def test_empty_file_is_a_valid_config_with_no_targets() -> None:
     cfg = load_config_text("")
     assert cfg.targets == ()
