@@ -60,7 +60,7 @@ class Exchange(asyncio.Protocol):
         "_keep_alive",
         "_loop",
         "_parser",
-                "_sink_for",
+        "_sink_for",
         "_waiter",
         "complete_done",
         "connected_at",
