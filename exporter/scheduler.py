@@ -192,14 +192,17 @@ class Scheduler:
         self._wake, self._wake_at = None, -math.inf
         heap, by_serial = self._heap, self._by_serial
         horizon = self._loop.time() + _DUE_SLACK
-        while heap and heap[0][0] <= horizon:
-            when, serial, generation = heapq.heappop(heap)
-            slot = by_serial.get(serial)
-            if slot is not None and slot.generation == generation:
-                self._fire(slot, when)
-        self._wake_at = math.inf
-        if heap and not self._stopping:
-            self._set_wake(heap[0][0])
+        try:
+            while heap and heap[0][0] <= horizon:
+                when, serial, generation = heapq.heappop(heap)
+                slot = by_serial.get(serial)
+                if slot is not None and slot.generation == generation:
+                    self._fire(slot, when)
+        finally:
+            # Even if a _fire raised (a bug: the loop logs it), the other targets stay armed.
+            self._wake_at = math.inf
+            if heap and not self._stopping:
+                self._set_wake(heap[0][0])
 
     def _fire(self, slot: _Slot, planned: float) -> None:
         if slot.removed or self._stopping:

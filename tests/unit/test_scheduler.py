@@ -263,3 +263,36 @@ async def test_many_targets_each_run_on_their_own_grid_from_one_heap() -> None:
         assert all(abs(g - 0.1) < 1e-6 for g in gaps), (name, gaps)
     skipped = {t.name: metrics.series(t.name).skipped for t in ts}  # type: ignore[union-attr]
     assert sum(skipped.values()) == 0, {k: v for k, v in skipped.items() if v}
+
+
+async def test_a_failing_run_does_not_stop_the_other_targets_timers() -> None:
+    """All targets share one wake-up: an exception while firing one (a bug in an observer)
+    must not leave the others unarmed."""
+    started: list[str] = []
+
+    class Exploding(Metrics):
+        def probe_started(self, name: str) -> None:
+            if name == "t0":
+                raise RuntimeError("observer bug")
+            started.append(name)
+            super().probe_started(name)
+
+    async def probe(t: Target) -> ProbeResult:
+        return ok()
+
+    ts = targets(5, "100ms", "50ms")
+    metrics = Exploding(process_collectors=False)
+    metrics.set_targets(ts)
+    sched = Scheduler(probe, metrics)
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    try:
+        sched.apply(ts)
+        await asyncio.sleep(0.45)
+    finally:
+        loop.set_exception_handler(None)
+        await sched.stop(0.1)
+    assert errors, "the observer's exception reaches the loop's handler"
+    for name in ("t1", "t2", "t3", "t4"):
+        assert started.count(name) >= 3, (name, started.count(name))
