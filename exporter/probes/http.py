@@ -157,7 +157,8 @@ def _basic(user: str, password: str) -> str:
 
 
 class _Hop:
-    """The outcome of one request/response on the way to the final answer."""
+    """The request in progress: its plan, exchange and connection (the next redirect's, once
+    a redirect is followed)."""
 
     __slots__ = ("exchange", "plan", "transport")
 
@@ -236,7 +237,7 @@ class HTTPProber:
         try:
             async with asyncio.timeout(target.timeout):
                 hop = _Hop(self._plan(target))
-                hop = await self._follow(target, hop, timing)
+                await self._follow(target, hop, timing)
                 ex = hop.exchange
                 assert ex is not None
                 status, final_url = ex.status, str(hop.plan.url)
@@ -268,8 +269,10 @@ class HTTPProber:
             final_url=final_url,
         )
 
-    async def _follow(self, target: Target, hop: _Hop, timing: _Timing) -> _Hop:
-        """Send the request, following redirects; returns the hop with the final head."""
+    async def _follow(self, target: Target, hop: _Hop, timing: _Timing) -> None:
+        """Send the request, following redirects, until ``hop`` holds the final head. The hop
+        is reused from one redirect to the next, so whatever connection is open when something
+        fails is the one the caller releases."""
         h = target.http
         redirects = 0
         while True:
@@ -279,7 +282,7 @@ class HTTPProber:
             timing.enter("transfer", ex.headers_at)
             location = next((v for n, v in ex.headers if n == "location"), None)
             if not (h.follow_redirects and ex.status in _REDIRECTS and location is not None):
-                return hop
+                return
             redirects += 1
             if redirects > h.max_redirects:
                 raise HTTPFailure(f"more than {h.max_redirects} redirects "
@@ -296,7 +299,8 @@ class HTTPProber:
             same_origin = (url.scheme, url.raw_host, url.port) == \
                 (plan.url.scheme, plan.url.raw_host, plan.url.port)
             self._release(target, hop)  # the redirect's own body is not read
-            hop = _Hop(_Plan(url, h, method, body, send_auth=same_origin))
+            hop.plan = _Plan(url, h, method, body, send_auth=same_origin)
+            hop.exchange = None
             timing.enter("processing", _perf())
 
     async def _send(self, target: Target, hop: _Hop, timing: _Timing) -> None:

@@ -262,3 +262,26 @@ async def test_kept_alive_connection_in_trouble_while_idle_is_not_reused(
     assert second.outcome is Outcome.SUCCESS, second
     assert second.status_code == 200
     assert raw.connections == 2
+
+
+async def test_failure_after_a_redirect_releases_the_second_connection(
+        raw: RawServer, prober: HTTPProber) -> None:
+    import os
+
+    raw.scripts["to-silence"] = [b"HTTP/1.1 302 Found\r\nLocation: /silence-2\r\n"
+                                 b"Content-Length: 0\r\n\r\n"]
+    raw.scripts["silence-2"] = ["hang"]  # answers nothing until the client hangs up
+    target = make_target(raw.url("to-silence"), "300ms")
+    await prober.prepare((target,))
+    baseline = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        result = await prober.probe(target)
+        assert result.outcome is Outcome.TIMEOUT, result
+        assert "during processing" in result.detail
+        assert result.final_url.endswith("/silence-2") or result.final_url == ""
+    for _ in range(40):  # the server's side closes on a later loop turn
+        if len(os.listdir("/proc/self/fd")) <= baseline:
+            break
+        await asyncio.sleep(0.05)
+    assert len(os.listdir("/proc/self/fd")) <= baseline
+    assert raw.connections == 6  # both hops, three times
