@@ -194,7 +194,7 @@ class HTTPProber:
     async def close(self) -> None:
         for conns in self._idle.values():
             for transport, _ in conns:
-                transport.close()
+                transport.abort()  # (why abort: see _release)
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports' connection_lost run before the loop ends
 
@@ -402,7 +402,7 @@ class HTTPProber:
             proto = transport.get_protocol()
             if (transport.is_closing() or now - since > KEEPALIVE_IDLE
                     or not isinstance(proto, Exchange) or proto.lost):
-                transport.close()
+                transport.abort()  # (why abort: see _release)
                 continue
             return transport
         return None
