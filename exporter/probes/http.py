@@ -4,9 +4,9 @@ Probe failures are data: network, TLS and HTTP problems come back as a result wi
 Only a bug in this code escapes (and the scheduler turns it into outcome ``crash``).
 
 The request goes out over a bare asyncio connection (``exporter.probes.wire``, HTTP/1.1 parsed
-by llhttp), not aiohttp's ``ClientSession``: at a fifth of the CPU per probe (see ``wire``'s
-docstring and ``bench/probe_cost.py``). Each phase is then timed where it happens, no trace
-hooks needed:
+by llhttp), not aiohttp's ``ClientSession``: about a quarter of the CPU per probe (see
+``wire``'s docstring and ``bench/probe_cost.py``). Each phase is timed where it happens, no
+trace hooks needed:
 
 - ``resolve``: DNS lookup (``loop.getaddrinfo``, no cache; 0 for IP literals and reused
   connections)
