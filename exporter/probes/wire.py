@@ -3,10 +3,10 @@
 Why not aiohttp's client here: a fresh-connection probe through ``ClientSession`` costs about
 230 us of CPU on this stack, most of it machinery a prober does not use (cookie jars, the
 connection pool, stream readers, trace signals); the same exchange through this module costs
-about 60 us (``bench/probe_cost.py``'s bare-uvloop and bare-wire rows measure both). A prober spends its life doing
-exactly this exchange, so it speaks HTTP/1.1 itself, with llhttp (through ``httptools``, the
-parser of uvloop's authors) doing the parsing: framing (Content-Length, chunked, read to close),
-validation, and errors on anything that is not HTTP.
+about 60 us (``bench/probe_cost.py``'s bare-uvloop and bare-wire rows measure both). A prober
+spends its life doing exactly this exchange, so it speaks HTTP/1.1 itself, with llhttp (through
+``httptools``, the parser of uvloop's authors) doing the parsing: framing (Content-Length,
+chunked, read to close), validation, and errors on anything that is not HTTP.
 
 :class:`Exchange` is the protocol of one request/response. Its callbacks run inside
 ``data_received``, so the body is fed straight into the caller's sink (decompression and the
