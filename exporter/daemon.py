@@ -127,7 +127,6 @@ class Daemon:
             log.warning("demo mode: no --config and no ./vantage.yaml, probing %d demo targets "
                         "served by this exporter; open http://127.0.0.1:%d/",
                         len(config.targets), self._port)
-        self._prober.start()
         try:
             await self._apply(config)
             if self.options.watch and not self.demo:

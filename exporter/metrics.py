@@ -126,6 +126,9 @@ def _hist_template(name: str, labels: str, les: tuple[str, ...]) -> str:
                     f"{name}_sum{lab} %r\n{name}_count{lab} %d\n"])
 
 
+_PHASE_DEFAULTS = (0.0,) * len(PHASES)  # a crash or supervisor timeout reports no phases
+
+
 class _Templates:
     """One target's exposition lines with ``%`` holes for the numbers, built once per target:
     refreshing a family after a probe is then a single C-level ``%`` (a few microseconds), not
@@ -341,11 +344,9 @@ class Metrics:
         if observed is not None:
             s.hist_text[observed] = self._hist_text(s, observed)
         ht = s.hist_text
-        ph = s.phases
         chunks = list(s.chunks)
         chunks[PROBES_TOTAL] = t.total % tuple(s.counts)
-        chunks[DURATION] = "".join([ht[k] for k in sorted(ht)]) if len(ht) > 1 else \
-            "".join(ht.values())
+        chunks[DURATION] = "".join([ht[k] for k in sorted(ht)])
         if changed_state:
             lab = s.label
             chunks[SUCCESS] = f"vantage_probe_success{{{lab}}} {int(s.last_outcome == 0)}\n"
@@ -355,10 +356,7 @@ class Metrics:
             chunks[STATUS] = f"vantage_probe_http_status_code{{{lab}}} {s.status}\n"
             chunks[CERT] = (f"vantage_probe_tls_cert_expiry_timestamp_seconds{{{lab}}} "
                             f"{_num(s.cert_expiry)}\n")
-        chunks[PHASE] = t.phase % (
-            float(ph.get("resolve", 0.0)), float(ph.get("connect", 0.0)),
-            float(ph.get("tls", 0.0)), float(ph.get("processing", 0.0)),
-            float(ph.get("transfer", 0.0)))
+        chunks[PHASE] = t.phase % tuple(map(s.phases.get, PHASES, _PHASE_DEFAULTS))
         chunks[LAST_RUN] = t.last_run % float(s.last_run)
         s.chunks = tuple(chunks)
 

@@ -166,7 +166,7 @@ def classify(exc: BaseException) -> Outcome:
     if isinstance(exc, socket.gaierror):
         return Outcome.DNS_ERROR
     # An SSL error anywhere in the chain (e.g. a bad record after the handshake) is TLS.
-    if any(isinstance(e, ssl.SSLError | ssl.CertificateError) for e in _chain(exc)):
+    if any(isinstance(e, ssl.SSLError) for e in _chain(exc)):  # CertificateError included
         return Outcome.TLS_ERROR
     # Any other OS-level error once connected: the connection broke.
     if isinstance(exc, OSError | EOFError):

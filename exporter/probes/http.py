@@ -39,6 +39,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.config import HTTPSettings, Target, TLSConfig, format_duration
 from exporter.outcome import (
+    PHASES,
     ConnectFailure,
     DNSFailure,
     HTTPFailure,
@@ -72,7 +73,7 @@ class _Timing:
     def __init__(self, now: float) -> None:
         self.mark = now  # start of the phase in progress
         self.phase = "processing"  # until a connection is being made (as on a reused one)
-        self.phases = dict.fromkeys(("resolve", "connect", "tls", "processing", "transfer"), 0.0)
+        self.phases = dict.fromkeys(PHASES, 0.0)
         self.peer_certs: list[bytes] = []  # DER, of the last TLS connection made
 
     def enter(self, phase: str, now: float) -> None:
@@ -84,7 +85,7 @@ class _Plan:
     """What a request to one URL looks like, worked out once per target (not per probe)."""
 
     __slots__ = ("head_only", "host", "https", "ip_family", "method", "origin", "port",
-                 "request", "server_hostname", "url")
+                 "request", "server_hostname", "sink_for", "url")
 
     def __init__(self, url: URL, h: HTTPSettings, method: str, body: str | None,
                  send_auth: bool = True) -> None:
@@ -102,6 +103,7 @@ class _Plan:
             self.ip_family = 0  # a name: resolved on every new connection
         self.server_hostname = h.tls.server_name or self.host
         self.head_only = method == "HEAD"
+        self.sink_for = None if self.head_only else _sink_factory(h)
         self.origin = (self.https, self.host, self.port, h.tls)
         self.request = _request_bytes(url, h, method, body, host=self.host,
                                       send_auth=send_auth)
@@ -179,17 +181,12 @@ class HTTPProber:
         self._expiry_cache: dict[bytes, float] = {}
         self._plans: dict[int, tuple[Target, _Plan | str]] = {}
         self._idle: dict[tuple[object, ...], list[tuple[asyncio.Transport, float]]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> HTTPProber:
-        self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
         for conns in self._idle.values():
@@ -232,15 +229,10 @@ class HTTPProber:
         start = _perf()
         timing = _Timing(start)
         hop: _Hop | None = None
-        status = 0
-        final_url = ""
         try:
             async with asyncio.timeout(target.timeout):
                 hop = _Hop(self._plan(target))
                 await self._follow(target, hop, timing)
-                ex = hop.exchange
-                assert ex is not None
-                status, final_url = ex.status, str(hop.plan.url)
                 await self._check(target, hop)
             outcome, detail = Outcome.SUCCESS, ""
         except TimeoutError:
@@ -256,9 +248,9 @@ class HTTPProber:
                 self._release(target, hop)
         end = _perf()
         timing.enter(timing.phase, end)
-        if hop is not None and hop.exchange is not None and not status:
-            status = hop.exchange.status
-            final_url = str(hop.plan.url)
+        ex = hop.exchange if hop is not None else None  # the hop the probe ended on
+        status = ex.status if ex is not None else 0
+        final_url = str(hop.plan.url) if hop is not None and ex is not None else ""
         return ProbeResult(
             outcome=outcome,
             duration=end - start,
@@ -305,12 +297,10 @@ class HTTPProber:
 
     async def _send(self, target: Target, hop: _Hop, timing: _Timing) -> None:
         plan = hop.plan
-        h = target.http
-        loop = self._loop or asyncio.get_running_loop()
-        sink_for = None if plan.head_only else _sink_factory(h)
-        reused = self._take_idle(plan) if h.keepalive else None
+        loop = asyncio.get_running_loop()
+        reused = self._take_idle(plan) if target.http.keepalive else None
         if reused is not None:
-            ex = Exchange(loop, sink_for, plan.head_only)
+            ex = Exchange(loop, plan.sink_for, plan.head_only)
             reused.set_protocol(ex)
             ex.transport = hop.transport = reused
             hop.exchange = ex
@@ -325,7 +315,7 @@ class HTTPProber:
                 # the server closed the idle connection as we used it: one fresh try
                 reused.abort()
                 hop.transport = None
-        ex = Exchange(loop, sink_for, plan.head_only)
+        ex = Exchange(loop, plan.sink_for, plan.head_only)
         hop.exchange = ex
         hop.transport = await self._connect(plan, target, ex, timing)
         timing.enter("processing", ex.connected_at)
@@ -334,7 +324,7 @@ class HTTPProber:
 
     async def _connect(self, plan: _Plan, target: Target, ex: Exchange, timing: _Timing
                        ) -> asyncio.Transport:
-        loop = self._loop or asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         addrs: list[tuple[int, Any]]
         if plan.ip_family:
             addrs = [(plan.ip_family, (plan.host, plan.port))]
@@ -379,13 +369,13 @@ class HTTPProber:
 
     async def _handshake(self, plan: _Plan, ctx: ssl.SSLContext, sock: socket.socket,
                          ex: Exchange, timing: _Timing) -> asyncio.Transport:
-        loop = self._loop or asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         timing.enter("tls", _perf())
         # From here on the loop owns the socket: it closes it on failure or cancellation.
         try:
             transport, _ = await loop.create_connection(
                 lambda: ex, sock=sock, ssl=ctx, server_hostname=plan.server_hostname)
-        except (ssl.SSLError, ssl.CertificateError) as exc:
+        except ssl.SSLError as exc:  # certificate verification errors included
             raise TLSFailure(f"TLS handshake with {plan.server_hostname} failed: "
                              f"{getattr(exc, 'verify_message', None) or exc}") from exc
         except OSError as exc:

@@ -37,6 +37,7 @@ from exporter.outcome import NetworkFailure, TLSFailure
 #: servers send (big cookies, CSP headers) passes.
 MAX_HEAD_BYTES = 64 * 1024
 
+_HEAD_TOO_LARGE = f"response head larger than {MAX_HEAD_BYTES // 1024} KiB"
 _perf: Callable[[], float] = time.perf_counter
 _NO_FRAMING = (204, 304)
 
@@ -164,10 +165,8 @@ class Exchange(asyncio.Protocol):
                 self._fail(exc.__context__ or exc)
         except httptools.HttpParserError as exc:
             self._fail(NetworkFailure(f"invalid HTTP response: {exc}"))
-        if (not self.head_done and self._head_bytes > MAX_HEAD_BYTES
-                and not self.complete_done):
-            self._fail(NetworkFailure(
-                f"response head larger than {MAX_HEAD_BYTES // 1024} KiB"))
+        if not self.head_done and self._head_bytes > MAX_HEAD_BYTES:
+            self._fail(NetworkFailure(_HEAD_TOO_LARGE))
         if self.error is not None and self.transport is not None:
             self.transport.abort()
 
@@ -183,7 +182,6 @@ class Exchange(asyncio.Protocol):
             self._fail(_with_cause(TLSFailure(f"TLS error on the connection: {exc}"), exc))
         else:
             self._fail(_with_cause(NetworkFailure(_lost_message(self, exc)), exc))
-        self._wake()
 
     def _on_eof(self) -> None:
         if self.complete_done or self.error is not None:
@@ -209,7 +207,7 @@ class Exchange(asyncio.Protocol):
         # (a head that arrives in one read never trips the check in data_received)
         self._field_bytes += len(name) + len(value)
         if self._field_bytes > MAX_HEAD_BYTES:
-            raise NetworkFailure(f"response head larger than {MAX_HEAD_BYTES // 1024} KiB")
+            raise NetworkFailure(_HEAD_TOO_LARGE)
         self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
